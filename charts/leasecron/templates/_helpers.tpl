@@ -1,0 +1,151 @@
+{{/*
+Chart name, truncated to the 63 characters a label value allows.
+*/}}
+{{- define "leasecron.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name of the release's resources: fullnameOverride, else "<release>-<chart>", or just the
+release name when it already contains the chart name.
+*/}}
+{{- define "leasecron.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+"name-version" for the helm.sh/chart label.
+*/}}
+{{- define "leasecron.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels common to every resource of the release.
+*/}}
+{{- define "leasecron.labels" -}}
+helm.sh/chart: {{ include "leasecron.chart" . }}
+{{ include "leasecron.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: leasecron
+{{- end }}
+
+{{/*
+Labels that select the controller Pods (Deployment, Service, PDB, topology spread). The component
+label keeps the helm test Pod out of these selectors.
+*/}}
+{{- define "leasecron.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "leasecron.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: controller
+{{- end }}
+
+{{/*
+Name of the ServiceAccount the controller runs as.
+*/}}
+{{- define "leasecron.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "leasecron.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the Lease the replicas compete for.
+*/}}
+{{- define "leasecron.leaseName" -}}
+{{- default (include "leasecron.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{/*
+Image reference: repository plus digest when set, else tag (default: appVersion).
+*/}}
+{{- define "leasecron.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the Secret that holds the DSN; fails when no DSN source is configured.
+*/}}
+{{- define "leasecron.dsnSecretName" -}}
+{{- if .Values.database.existingSecret }}
+{{- .Values.database.existingSecret }}
+{{- else if .Values.database.dsn }}
+{{- printf "%s-db" (include "leasecron.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- fail "leasecron: a database is required: set database.dsn (the chart creates a Secret) or database.existingSecret (+ database.existingSecretKey) to a Secret holding the DSN" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Where the DSN Secret is mounted and the file the controller reads.
+*/}}
+{{- define "leasecron.dsnMountPath" -}}/etc/leasecron{{- end }}
+{{- define "leasecron.dsnFile" -}}/etc/leasecron/dsn{{- end }}
+
+{{/*
+The DSN Secret volume (used by the controller and the test Pod).
+*/}}
+{{- define "leasecron.dsnVolume" -}}
+- name: dsn
+  secret:
+    secretName: {{ include "leasecron.dsnSecretName" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.database.existingSecretKey }}
+        path: dsn
+{{- end }}
+
+{{/*
+Seconds in a Go duration string ("1h30m", "2.5s", "300ms"), printed as a float. The schema has
+already checked the syntax; this sums each number × unit.
+*/}}
+{{- define "leasecron.durationSeconds" -}}
+{{- $units := dict "ns" 0.000000001 "us" 0.000001 "µs" 0.000001 "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0 }}
+{{- $total := 0.0 }}
+{{- range regexFindAll "[0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h)" (toString .) -1 }}
+{{- $num := regexFind "^[0-9]+(\\.[0-9]+)?" . | float64 }}
+{{- $unit := regexReplaceAll "^[0-9]+(\\.[0-9]+)?" . "" }}
+{{- $total = addf $total (mulf $num (get $units $unit)) }}
+{{- end }}
+{{- $total }}
+{{- end }}
+
+{{/*
+Checks that the schema cannot express: relations between values. Fails the render with one line
+that says what is wrong and how to fix it.
+*/}}
+{{- define "leasecron.validate" -}}
+{{- $grace := include "leasecron.durationSeconds" .Values.shutdownGracePeriod | float64 }}
+{{- $term := .Values.terminationGracePeriodSeconds | float64 }}
+{{- if le $term $grace }}
+{{- fail (printf "leasecron: terminationGracePeriodSeconds (%v) must be greater than shutdownGracePeriod (%s = %vs), or the kubelet kills jobs that are still finishing; raise terminationGracePeriodSeconds or lower shutdownGracePeriod" .Values.terminationGracePeriodSeconds .Values.shutdownGracePeriod $grace) }}
+{{- end }}
+{{- $lease := include "leasecron.durationSeconds" .Values.leaderElection.leaseDuration | float64 }}
+{{- $renew := include "leasecron.durationSeconds" .Values.leaderElection.renewDeadline | float64 }}
+{{- $retry := include "leasecron.durationSeconds" .Values.leaderElection.retryPeriod | float64 }}
+{{- if le $lease $renew }}
+{{- fail (printf "leasecron: leaderElection.leaseDuration (%s) must be greater than leaderElection.renewDeadline (%s)" .Values.leaderElection.leaseDuration .Values.leaderElection.renewDeadline) }}
+{{- end }}
+{{- if le $renew (mulf 1.2 $retry) }}
+{{- fail (printf "leasecron: leaderElection.renewDeadline (%s) must be greater than 1.2 × leaderElection.retryPeriod (%s)" .Values.leaderElection.renewDeadline .Values.leaderElection.retryPeriod) }}
+{{- end }}
+{{- if and (not .Values.serviceAccount.create) .Values.rbac.create (not .Values.serviceAccount.name) }}
+{{- fail "leasecron: rbac.create binds the Role to the ServiceAccount: with serviceAccount.create=false set serviceAccount.name to the account the Pods run as" }}
+{{- end }}
+{{- end }}

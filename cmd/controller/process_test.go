@@ -1,0 +1,270 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/leasecron/leasecron/internal/testenv"
+	"github.com/leasecron/leasecron/pkg/model"
+)
+
+// binary is the leasecron binary under test, built once by TestMain exactly
+// as the Dockerfile builds it.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "leasecron-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "leasecron")
+	build := exec.Command("go", "build", "-trimpath", "-o", binary, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build leasecron: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := testenv.Run(m)
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// event is one JSON log line of one process.
+type event struct {
+	proc  string
+	msg   string
+	attrs map[string]any
+	at    time.Time
+}
+
+// proc is a running `leasecron run`.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// fleet runs leasecron processes and merges their logs into one stream.
+type fleet struct {
+	t      *testing.T
+	events chan event
+	mu     sync.Mutex
+	logs   bytes.Buffer
+	procs  map[string]*proc
+}
+
+func newFleet(t *testing.T) *fleet {
+	f := &fleet{t: t, events: make(chan event, 10000), procs: map[string]*proc{}}
+	t.Cleanup(func() {
+		for _, p := range f.procs {
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			f.mu.Lock()
+			t.Logf("process logs:\n%s", f.logs.String())
+			f.mu.Unlock()
+		}
+	})
+	return f
+}
+
+func (f *fleet) start(name string, args ...string) *proc {
+	f.t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), "LEASECRON_IDENTITY="+name)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.t.Fatal(err)
+	}
+	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
+	f.procs[name] = p
+	go func() {
+		defer close(p.done)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Bytes()
+			f.mu.Lock()
+			fmt.Fprintf(&f.logs, "%s: %s\n", name, line)
+			f.mu.Unlock()
+			var m map[string]any
+			if json.Unmarshal(line, &m) != nil {
+				continue
+			}
+			msg, _ := m["msg"].(string)
+			f.events <- event{proc: name, msg: msg, attrs: m, at: time.Now()}
+		}
+		_ = cmd.Wait()
+	}()
+	return p
+}
+
+// await returns the next event matching ok, failing after timeout.
+func (f *fleet) await(timeout time.Duration, what string, ok func(event) bool) event {
+	f.t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case e := <-f.events:
+			if ok(e) {
+				return e
+			}
+		case <-deadline:
+			f.t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+	}
+}
+
+func TestThreeProcessesOneLeaderExactlyOnce(t *testing.T) {
+	for _, dialect := range testenv.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			dsn := testenv.DSN(t, dialect)
+			dir := t.TempDir()
+			f := newFleet(t)
+			args := []string{"run", "--mode", "filelock", "--lock-file", filepath.Join(dir, "leasecron.lock"),
+				"--database-dsn", dsn, "--schedule", "daily-stats=* * * * * *", "--timezone", "UTC",
+				"--http-addr", "127.0.0.1:0", "--log-format", "json", "--shutdown-grace-period", "5s"}
+			for _, n := range []string{"p1", "p2", "p3"} {
+				f.start(n, args...)
+			}
+			isLeading := func(e event) bool { return e.msg == "leading" }
+			first := f.await(60*time.Second, "a leader", isLeading)
+			// Let the leader run a few slots, and make sure nobody else leads.
+			for i := 0; i < 3; i++ {
+				e := f.await(30*time.Second, "a slot", func(e event) bool { return e.msg == "slot succeeded" || isLeading(e) })
+				if isLeading(e) {
+					t.Fatalf("%s leads while %s leads", e.proc, first.proc)
+				}
+				if e.proc != first.proc {
+					t.Fatalf("%s ran a slot, but %s leads", e.proc, first.proc)
+				}
+			}
+
+			killed := time.Now()
+			if err := f.procs[first.proc].cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			second := f.await(30*time.Second, "a new leader", isLeading)
+			takeover := second.at.Sub(killed)
+			t.Logf("%s: takeover after kill -9 of %s by %s in %s", dialect, first.proc, second.proc, takeover)
+			if second.proc == first.proc {
+				t.Fatalf("killed process %s leads again", first.proc)
+			}
+			if takeover > time.Second {
+				t.Errorf("takeover took %s, want within a second", takeover)
+			}
+			// The new leader catches up and runs on: wait for a slot well
+			// after the kill.
+			f.await(30*time.Second, "a slot after the takeover", func(e event) bool {
+				if e.msg != "slot succeeded" || e.proc != second.proc {
+					return false
+				}
+				s, _ := time.Parse(time.RFC3339, fmt.Sprint(e.attrs["slot"]))
+				return s.After(killed.Add(2 * time.Second))
+			})
+
+			for n, p := range f.procs {
+				if n != first.proc {
+					_ = p.cmd.Process.Signal(syscall.SIGTERM)
+				}
+			}
+			for n, p := range f.procs {
+				<-p.done
+				if n != first.proc && p.cmd.ProcessState.ExitCode() != 0 {
+					t.Errorf("%s exited %d after SIGTERM, want 0", n, p.cmd.ProcessState.ExitCode())
+				}
+			}
+			checkExactlyOnce(t, dsn)
+
+			out, err := exec.Command(binary, "verify", "--database-dsn", dsn).CombinedOutput()
+			if err != nil {
+				t.Fatalf("leasecron verify: %v\n%s", err, out)
+			}
+		})
+	}
+}
+
+// checkExactlyOnce asserts that every per-second slot from the first to the
+// last has exactly one succeeded ledger row, and every table one row per date.
+func checkExactlyOnce(t *testing.T, raw string) {
+	t.Helper()
+	dsn, err := model.ParseDSN(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	db, err := model.Open(ctx, dsn, 10*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer model.Close(db)
+	var runs []model.JobRun
+	if err := db.Order("slot").Find(&runs).Error; err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) < 5 {
+		t.Fatalf("only %d slots ran", len(runs))
+	}
+	for i, r := range runs {
+		if r.Status != model.StatusSucceeded {
+			t.Errorf("slot %s is %s (%s)", r.Slot, r.Status, r.Error)
+		}
+		if i > 0 {
+			if gap := r.Slot.Sub(runs[i-1].Slot); gap != time.Second {
+				t.Errorf("slots %s and %s are %s apart: a slot was lost", runs[i-1].Slot, r.Slot, gap)
+			}
+		}
+	}
+	dates := map[model.Date]bool{}
+	for _, r := range runs {
+		dates[model.DateOf(r.Slot.UTC())] = true
+	}
+	for _, s := range model.Stats() {
+		var rows []struct {
+			Date model.Date
+			N    int64
+		}
+		if err := db.Raw("SELECT date, COUNT(*) AS n FROM " + s.Table + " GROUP BY date").Scan(&rows).Error; err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) != len(dates) {
+			t.Errorf("%s has %d dates, want %d", s.Table, len(rows), len(dates))
+		}
+		for _, r := range rows {
+			if r.N != 1 || !dates[r.Date] {
+				t.Errorf("%s: %d rows for %s", s.Table, r.N, r.Date)
+			}
+		}
+	}
+	t.Logf("%d slots, each exactly once; holders: %s", len(runs), holders(runs))
+}
+
+func holders(runs []model.JobRun) string {
+	seen := map[string]int{}
+	for _, r := range runs {
+		seen[r.Holder]++
+	}
+	var parts []string
+	for h, n := range seen {
+		parts = append(parts, fmt.Sprintf("%s=%d", h, n))
+	}
+	return strings.Join(parts, " ")
+}

@@ -1,0 +1,158 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// execute runs the command line in-process with a clean LEASECRON_*
+// environment and returns the exit code, stdout and stderr.
+func execute(t *testing.T, env map[string]string, args ...string) (int, string, string) {
+	t.Helper()
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "LEASECRON_") {
+			t.Setenv(k, "")
+			os.Unsetenv(k)
+		}
+	}
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	var out, errb bytes.Buffer
+	code := Execute(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// TestBadInput: each rejected input exits 2 with one line on stderr that
+// names the problem and the fix, and leaves the working directory empty.
+func TestBadInput(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"invalid cron", nil, []string{"run", "--schedule", "daily-stats=61 * * * * *"}, `cron expression "61 * * * * *" is not valid`},
+		{"cron never fires", nil, []string{"run", "--schedule", "daily-stats=0 0 0 30 2 *"}, "never fires"},
+		{"schedule not JOB=EXPR", nil, []string{"run", "--schedule", "@daily"}, "is not JOB=EXPR"},
+		{"unknown job in schedule", nil, []string{"run", "--schedule", "weekly-report=@weekly"}, `unknown job "weekly-report": known jobs are daily-stats`},
+		{"unknown time zone", nil, []string{"run", "--timezone", "Mars/Olympus"}, `--timezone "Mars/Olympus" is not a known time zone`},
+		{"unknown DSN scheme", nil, []string{"run", "--database-dsn", "oracle://u:p@h/db"}, `scheme "oracle" is not supported`},
+		{"DSN without scheme", nil, []string{"run", "--database-dsn", "leasecron.db"}, "has no scheme"},
+		{"unparsable DSN body", nil, []string{"run", "--database-dsn", "mysql://u:p@h:port/db"}, "mysql DSN is not a valid URL"},
+		{"DSN without database", nil, []string{"run", "--database-dsn", "postgres://u:p@/db"}, "postgres DSN has no host"},
+		{"DSN file missing", nil, []string{"run", "--database-dsn-file", "/nonexistent/dsn"}, "cannot read --database-dsn-file"},
+		{"renew deadline not below lease duration", nil, []string{"run", "--renew-deadline", "15s"}, "--renew-deadline (15s) must be below --lease-duration (15s)"},
+		{"retry period too long", nil, []string{"run", "--retry-period", "9s"}, "must be above 1.2 × --retry-period"},
+		{"zero lease duration", nil, []string{"run", "--lease-duration", "0s"}, "--lease-duration must be positive"},
+		{"negative job timeout", nil, []string{"run", "--job-timeout", "-1s"}, "--job-timeout must be a positive duration"},
+		{"zero catch-up window", nil, []string{"run", "--catch-up-window", "0"}, "--catch-up-window must be a positive duration"},
+		{"negative catch-up limit", nil, []string{"run", "--catch-up-limit", "-1"}, "--catch-up-limit must be 0 or more"},
+		{"not a duration", nil, []string{"run", "--job-timeout", "ten minutes"}, `invalid argument "ten minutes" for "--job-timeout"`},
+		{"lease mode without a cluster", map[string]string{"KUBECONFIG": "/nonexistent/kubeconfig", "HOME": "/nonexistent"}, []string{"run", "--mode", "lease"}, "--mode lease needs a cluster"},
+		{"unknown mode", nil, []string{"run", "--mode", "raft"}, `--mode "raft" is not valid`},
+		{"kubeconfig missing", nil, []string{"run", "--kubeconfig", "/nonexistent/kubeconfig"}, "--kubeconfig /nonexistent/kubeconfig cannot be read"},
+		{"lock dir missing", nil, []string{"run", "--lock-file", "/nonexistent/dir/leasecron.lock"}, "lock file directory /nonexistent/dir does not exist"},
+		{"bad http addr", nil, []string{"run", "--http-addr", "8080"}, `--http-addr "8080" is not HOST:PORT`},
+		{"bad log format", nil, []string{"run", "--log-format", "xml"}, `--log-format "xml" is not valid`},
+		{"bad log level", nil, []string{"run", "--log-level", "loud"}, `--log-level "loud" is not valid`},
+		{"unknown flag", nil, []string{"run", "--frobnicate"}, "unknown flag: --frobnicate"},
+		{"unknown command", nil, []string{"frobnicate"}, `unknown command "frobnicate"`},
+		{"bad env value", map[string]string{"LEASECRON_JOB_TIMEOUT": "soon"}, []string{"run"}, "environment variable LEASECRON_JOB_TIMEOUT is not valid for --job-timeout"},
+		{"bad env schedule", map[string]string{"LEASECRON_SCHEDULE": "daily-stats=every day"}, []string{"run"}, `cron expression "every day" is not valid`},
+		{"once unknown job", nil, []string{"once", "weekly-report"}, `unknown job "weekly-report"`},
+		{"once bad date", nil, []string{"once", "daily-stats", "--date", "24/11/2026"}, `--date "24/11/2026" is not a date`},
+		{"once future date", nil, []string{"once", "daily-stats", "--date", "2999-01-01"}, "is in the future"},
+		{"once no job", nil, []string{"once"}, "needs exactly one JOB argument"},
+		{"backfill reversed", nil, []string{"backfill", "daily-stats", "--from", "2026-02-01", "--to", "2026-01-01"}, "--to 2026-01-01 is before --from 2026-02-01"},
+		{"backfill no range", nil, []string{"backfill", "daily-stats"}, "backfill needs --from and --to"},
+		{"verify bad date", nil, []string{"verify", "--from", "yesterday"}, `--from "yesterday" is not a date`},
+		{"status bad limit", nil, []string{"status", "--limit", "0"}, "--limit must be at least 1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			t.Chdir(dir)
+			args := tc.args
+			// Point every writer at the temp dir, unless the case sets it.
+			if !hasFlag(args, "--database-dsn") && !hasFlag(args, "--database-dsn-file") && args[0] != "frobnicate" {
+				args = append(args, "--database-dsn", "sqlite://"+filepath.Join(dir, "x.db"))
+			}
+			code, stdout, stderr := execute(t, tc.env, args...)
+			if code != ExitUsage {
+				t.Fatalf("exit code %d, want %d; stderr: %s", code, ExitUsage, stderr)
+			}
+			lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
+			if len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
+				t.Fatalf("stderr = %q, want one line containing %q", stderr, tc.want)
+			}
+			if stdout != "" {
+				t.Errorf("stdout = %q, want nothing", stdout)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+				t.Errorf("bad input wrote %v", entries)
+			}
+		})
+	}
+}
+
+func hasFlag(args []string, flag string) bool {
+	for _, a := range args {
+		if a == flag || strings.HasPrefix(a, flag+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+func TestUnreachableDatabaseExits1WithRedactedDSN(t *testing.T) {
+	dir := t.TempDir()
+	code, _, stderr := execute(t, nil, "migrate", "--database-dsn", "mysql://app:hunter2@127.0.0.1:1/stats",
+		"--database-connect-timeout", "600ms", "--log-format", "json")
+	if code != ExitFailure {
+		t.Fatalf("exit code %d, want 1; stderr: %s", code, stderr)
+	}
+	if strings.Contains(stderr, "hunter2") {
+		t.Fatalf("the password leaked: %s", stderr)
+	}
+	last := lastLine(stderr)
+	if !strings.Contains(last, "mysql://app:xxxxx@127.0.0.1:1/stats is unreachable after") {
+		t.Fatalf("last line = %q, want the redacted DSN and 'unreachable'", last)
+	}
+	if !strings.Contains(stderr, "retrying") {
+		t.Fatalf("no retry was logged: %s", stderr)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("wrote %v", entries)
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return lines[len(lines)-1]
+}
+
+func TestEnvironmentConfiguresFlags(t *testing.T) {
+	dir := t.TempDir()
+	db := "sqlite://" + filepath.Join(dir, "env.db")
+	code, stdout, stderr := execute(t, map[string]string{"LEASECRON_DATABASE_DSN": db}, "migrate")
+	if code != ExitOK || !strings.Contains(stdout, "migrated "+db) {
+		t.Fatalf("migrate from env: code %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	// The command line wins over the environment.
+	db2 := "sqlite://" + filepath.Join(dir, "flag.db")
+	code, stdout, _ = execute(t, map[string]string{"LEASECRON_DATABASE_DSN": db}, "migrate", "--database-dsn", db2)
+	if code != ExitOK || !strings.Contains(stdout, "migrated "+db2) {
+		t.Fatalf("flag did not win over env: %q", stdout)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, stdout, _ := execute(t, nil, "version")
+	if code != ExitOK || !strings.HasPrefix(stdout, "leasecron ") {
+		t.Fatalf("version: %d %q", code, stdout)
+	}
+}

@@ -1,0 +1,157 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"gorm.io/gorm"
+
+	"github.com/leasecron/leasecron/pkg/jobs"
+	"github.com/leasecron/leasecron/pkg/model"
+)
+
+// dbOptions say where the database is.
+type dbOptions struct {
+	dsn            string
+	dsnFile        string
+	connectTimeout time.Duration
+}
+
+func (o *dbOptions) addFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.dsn, "database-dsn", model.DefaultDSN, "database DSN: sqlite://PATH, mysql://USER:PASS@HOST:PORT/DB or postgres://USER:PASS@HOST:PORT/DB")
+	fs.StringVar(&o.dsnFile, "database-dsn-file", "", "read the database DSN from this file (a mounted Secret); overrides --database-dsn")
+	fs.DurationVar(&o.connectTimeout, "database-connect-timeout", time.Minute, "how long to retry an unreachable database at start-up before giving up")
+}
+
+// parse resolves and parses the DSN without connecting.
+func (o *dbOptions) parse(fs *pflag.FlagSet) (model.DSN, error) {
+	raw := o.dsn
+	if o.dsnFile != "" {
+		if fs.Changed("database-dsn") {
+			return model.DSN{}, usagef("--database-dsn and --database-dsn-file are both set: give only one")
+		}
+		b, err := os.ReadFile(o.dsnFile)
+		if err != nil {
+			return model.DSN{}, usagef("cannot read --database-dsn-file %s: %v", o.dsnFile, unwrapPathErr(err))
+		}
+		raw = strings.TrimSpace(string(b))
+	}
+	if o.connectTimeout < 0 {
+		return model.DSN{}, usagef("--database-connect-timeout must not be negative (got %s)", o.connectTimeout)
+	}
+	dsn, err := model.ParseDSN(raw)
+	if err != nil {
+		return model.DSN{}, usageError{err}
+	}
+	return dsn, nil
+}
+
+func unwrapPathErr(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}
+
+// open connects (retrying for connectTimeout) and, if migrate is set,
+// migrates the schema.
+func (o *dbOptions) open(ctx context.Context, dsn model.DSN, migrate bool, log *slog.Logger) (*gorm.DB, error) {
+	db, err := model.Open(ctx, dsn, o.connectTimeout, log)
+	if err != nil {
+		return nil, err
+	}
+	if migrate {
+		if err := model.Migrate(ctx, db); err != nil {
+			_ = model.Close(db)
+			return nil, fmt.Errorf("migrate %s: %w", dsn, dsn.Scrub(err))
+		}
+	}
+	return db, nil
+}
+
+// scheduleOptions select the time zone and the jobs' schedules.
+type scheduleOptions struct {
+	timezone  string
+	schedules []string
+}
+
+func (o *scheduleOptions) addFlags(fs *pflag.FlagSet, withSchedules bool) {
+	fs.StringVar(&o.timezone, "timezone", "", "IANA time zone of the schedules and of the dates jobs write (default: the local zone, honouring TZ)")
+	if withSchedules {
+		fs.StringArrayVar(&o.schedules, "schedule", nil, "JOB=EXPR: a job's cron schedule, 5 or 6 fields (seconds optional) or a descriptor like @daily; repeatable (default daily-stats=50 0 0 * * *)")
+	}
+}
+
+func (o *scheduleOptions) location() (*time.Location, error) {
+	if o.timezone == "" {
+		return time.Local, nil
+	}
+	loc, err := time.LoadLocation(o.timezone)
+	if err != nil || strings.EqualFold(o.timezone, "local") {
+		return nil, usagef("--timezone %q is not a known time zone: use an IANA name such as UTC, Europe/Berlin or Asia/Shanghai", o.timezone)
+	}
+	return loc, nil
+}
+
+// resolve parses the zone and the schedules of every built-in job.
+func (o *scheduleOptions) resolve() (*time.Location, jobs.Registry, map[string]*jobs.Schedule, error) {
+	loc, err := o.location()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	reg := jobs.Builtin(loc)
+	exprs := map[string]string{}
+	for name, j := range reg {
+		exprs[name] = j.DefaultSchedule()
+	}
+	for _, s := range o.schedules {
+		name, expr, ok := strings.Cut(s, "=")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" {
+			return nil, nil, nil, usagef("--schedule %q is not JOB=EXPR: write it like --schedule 'daily-stats=50 0 0 * * *'", s)
+		}
+		if reg[name] == nil {
+			return nil, nil, nil, usagef("--schedule names unknown job %q: known jobs are %s", name, strings.Join(reg.Names(), ", "))
+		}
+		exprs[name] = expr
+	}
+	scheds := map[string]*jobs.Schedule{}
+	for name, expr := range exprs {
+		s, err := jobs.ParseSchedule(expr, loc)
+		if err != nil {
+			return nil, nil, nil, usagef("--schedule %s: %v", name, err)
+		}
+		scheds[name] = s
+	}
+	return loc, reg, scheds, nil
+}
+
+// positive checks that every named duration is above zero.
+func positive(durations map[string]time.Duration) error {
+	for name, d := range durations {
+		if d <= 0 {
+			return usagef("--%s must be a positive duration such as 30s or 10m (got %s)", name, d)
+		}
+	}
+	return nil
+}
+
+// parseDay parses a --date/--from/--to value.
+func parseDay(flag, v string) (model.Date, error) {
+	d, err := model.ParseDate(v)
+	if err != nil {
+		return model.Date{}, usagef("--%s %q is not a date: write it as YYYY-MM-DD", flag, v)
+	}
+	return d, nil
+}
+
+// manualHolder names a one-off process in the ledger.
+func manualHolder(verb string) string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s:%s:%d", verb, host, os.Getpid())
+}

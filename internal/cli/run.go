@@ -1,0 +1,387 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"gorm.io/gorm"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/leasecron/leasecron/internal/metrics"
+	"github.com/leasecron/leasecron/pkg/jobs"
+	"github.com/leasecron/leasecron/pkg/leader"
+	"github.com/leasecron/leasecron/pkg/model"
+)
+
+const saNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+// runOptions are the flags of `leasecron run`.
+type runOptions struct {
+	db    dbOptions
+	sched scheduleOptions
+	log   logOptions
+
+	mode           string
+	lockFile       string
+	identity       string
+	kubeconfig     string
+	leaseName      string
+	leaseNamespace string
+	leaseDuration  time.Duration
+	renewDeadline  time.Duration
+	retryPeriod    time.Duration
+
+	catchUpWindow time.Duration
+	catchUpLimit  int
+	jobTimeout    time.Duration
+	shutdownGrace time.Duration
+	httpAddr      string
+}
+
+func (o *runOptions) addFlags(fs *pflag.FlagSet) {
+	o.db.addFlags(fs)
+	o.sched.addFlags(fs, true)
+	o.log.addFlags(fs)
+	fs.StringVar(&o.mode, "mode", "auto", "leader election: lease (Kubernetes Lease), filelock (one host only), or auto (lease in a cluster or with --kubeconfig, else filelock)")
+	fs.StringVar(&o.lockFile, "lock-file", "leasecron.lock", "filelock mode: the lock file; every process sharing it must run on this host")
+	fs.StringVar(&o.identity, "identity", "", "this process's name in the election (default: $POD_NAME, else hostname-pid)")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "lease mode: kubeconfig file (default: in-cluster config; in lease mode also $KUBECONFIG)")
+	fs.StringVar(&o.leaseName, "lease-name", "leasecron", "lease mode: name of the Lease")
+	fs.StringVar(&o.leaseNamespace, "lease-namespace", "", "lease mode: namespace of the Lease (default: $POD_NAMESPACE, the service account's namespace, else default)")
+	fs.DurationVar(&o.leaseDuration, "lease-duration", leader.DefaultLeaseDuration, "lease mode: how long followers wait after the last renewal before taking over")
+	fs.DurationVar(&o.renewDeadline, "renew-deadline", leader.DefaultRenewDeadline, "lease mode: how long the leader retries renewing before it gives up (below --lease-duration)")
+	fs.DurationVar(&o.retryPeriod, "retry-period", leader.DefaultRetryPeriod, "lease mode: wait between attempts to acquire or renew")
+	fs.DurationVar(&o.catchUpWindow, "catch-up-window", 48*time.Hour, "how far back a new leader runs missed slots")
+	fs.IntVar(&o.catchUpLimit, "catch-up-limit", jobs.DefaultCatchUpLimit, "how many missed slots per job a new leader runs at most (the most recent ones); 0 disables catch-up")
+	fs.DurationVar(&o.jobTimeout, "job-timeout", 10*time.Minute, "time limit of one attempt of a slot")
+	fs.DurationVar(&o.shutdownGrace, "shutdown-grace-period", 30*time.Second, "on SIGTERM, how long running slots may finish before the leader lets go")
+	fs.StringVar(&o.httpAddr, "http-addr", ":8080", "address of /healthz, /readyz and /metrics (port 0 picks a free port)")
+}
+
+func newRunCmd() *cobra.Command {
+	o := &runOptions{}
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the controller: elect a leader and run the schedule on it",
+		Long: `Run the controller. Every replica serves health and metrics; the one that wins the
+election runs the schedule. In filelock mode the lock guards one host only: every
+process that shares the lock file must run on the same machine.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.run(cmd.Context(), cmd.Flags(), cmd.ErrOrStderr())
+		},
+	}
+	o.addFlags(cmd.Flags())
+	return cmd
+}
+
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usagef("%s takes no arguments (got %q): see 'leasecron %s --help'", cmd.Name(), args, cmd.Name())
+	}
+	return nil
+}
+
+// electorPlan is the validated election configuration, before any I/O.
+type electorPlan struct {
+	mode      string
+	rest      *rest.Config
+	namespace string
+}
+
+func (o *runOptions) planElection() (electorPlan, error) {
+	p := electorPlan{mode: o.mode}
+	if err := leader.ValidateTimings(o.leaseDuration, o.renewDeadline, o.retryPeriod); err != nil {
+		return p, usageError{err}
+	}
+	switch o.mode {
+	case "auto":
+		if cfg, err := rest.InClusterConfig(); err == nil {
+			p.mode, p.rest = "lease", cfg
+		} else if o.kubeconfig != "" {
+			p.mode = "lease"
+		} else {
+			p.mode = "filelock"
+		}
+	case "lease", "filelock":
+	default:
+		return p, usagef("--mode %q is not valid: use auto, lease or filelock", o.mode)
+	}
+	if p.mode == "filelock" {
+		if err := leader.CheckLockFile(o.lockFile); err != nil {
+			return p, usageError{err}
+		}
+		return p, nil
+	}
+	if p.rest == nil {
+		cfg, err := o.restConfig()
+		if err != nil {
+			return p, err
+		}
+		p.rest = cfg
+	}
+	p.namespace = o.namespace()
+	if o.leaseName == "" {
+		return p, usagef("--lease-name is empty: give the Lease a name")
+	}
+	return p, nil
+}
+
+func (o *runOptions) restConfig() (*rest.Config, error) {
+	if o.kubeconfig != "" {
+		if _, err := os.Stat(o.kubeconfig); err != nil {
+			return nil, usagef("--kubeconfig %s cannot be read: %v", o.kubeconfig, unwrapPathErr(err))
+		}
+		cfg, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
+		if err != nil {
+			return nil, usagef("--kubeconfig %s is not usable: %v", o.kubeconfig, err)
+		}
+		return cfg, nil
+	}
+	if cfg, err := rest.InClusterConfig(); err == nil {
+		return cfg, nil
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, usagef("--mode lease needs a cluster: not running in one and no kubeconfig found; give --kubeconfig, set KUBECONFIG, or use --mode filelock")
+	}
+	return cfg, nil
+}
+
+func (o *runOptions) namespace() string {
+	if o.leaseNamespace != "" {
+		return o.leaseNamespace
+	}
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	if b, err := os.ReadFile(saNamespaceFile); err == nil && strings.TrimSpace(string(b)) != "" {
+		return strings.TrimSpace(string(b))
+	}
+	return "default"
+}
+
+func (o *runOptions) identityOrDefault() string {
+	if o.identity != "" {
+		return o.identity
+	}
+	if pod := os.Getenv("POD_NAME"); pod != "" {
+		return pod
+	}
+	host, _ := os.Hostname()
+	if o.mode == "filelock" {
+		return fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return host + "-" + hex.EncodeToString(b)
+}
+
+func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Writer) error {
+	// Validate everything before anything is opened or written.
+	log, err := o.log.logger(stderr)
+	if err != nil {
+		return err
+	}
+	dsn, err := o.db.parse(fs)
+	if err != nil {
+		return err
+	}
+	_, reg, scheds, err := o.sched.resolve()
+	if err != nil {
+		return err
+	}
+	if err := positive(map[string]time.Duration{
+		"catch-up-window": o.catchUpWindow, "job-timeout": o.jobTimeout, "shutdown-grace-period": o.shutdownGrace,
+	}); err != nil {
+		return err
+	}
+	if o.catchUpLimit < 0 {
+		return usagef("--catch-up-limit must be 0 or more (got %d)", o.catchUpLimit)
+	}
+	if _, _, err := net.SplitHostPort(o.httpAddr); err != nil {
+		return usagef("--http-addr %q is not HOST:PORT (for example :8080, or 127.0.0.1:0 for a free port)", o.httpAddr)
+	}
+	plan, err := o.planElection()
+	if err != nil {
+		return err
+	}
+	o.mode = plan.mode
+	identity := o.identityOrDefault()
+	log = log.With("identity", identity)
+	if o.mode == "filelock" && os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
+		log.Warn("filelock mode inside a Kubernetes cluster: the lock excludes only processes on this node; use --mode lease")
+	}
+	log.Info("election mode chosen", "mode", o.mode, "requested", fs.Lookup("mode").Value.String())
+
+	ln, err := net.Listen("tcp", o.httpAddr)
+	if err != nil {
+		return usagef("cannot listen on --http-addr %s: %v (is another process using the port? pick another, or port 0 for a free one)", o.httpAddr, unwrapOpErr(err))
+	}
+	defer ln.Close()
+
+	db, err := o.db.open(ctx, dsn, true, log)
+	if err != nil {
+		return err
+	}
+	defer model.Close(db)
+
+	reg2 := prometheus.NewRegistry()
+	m := metrics.New(reg2)
+	elector, cleanup, err := o.elector(plan, identity, log)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+
+	sched, err := jobs.New(db, identity, jobs.Options{
+		Jobs: reg, Schedules: scheds,
+		CatchUpWindow: o.catchUpWindow, CatchUpLimit: o.catchUpLimit,
+		JobTimeout: o.jobTimeout, ShutdownGrace: o.shutdownGrace,
+		Log: log, Metrics: m,
+	})
+	if err != nil {
+		return err
+	}
+
+	srv := &http.Server{Handler: o.handler(db, elector, reg2), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server stopped", "err", err)
+		}
+	}()
+	log.Info("http server listening", "addr", ln.Addr().String())
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+
+	lead := func(leaderCtx context.Context) error {
+		m.Leader.Set(1)
+		m.Transitions.Inc()
+		defer m.Leader.Set(0)
+		fence, err := beginTerm(leaderCtx, ctx, sched.Ledger(), elector.Scope(), log)
+		if err != nil || fence.Manual() {
+			return err // lost, or shutting down before the term began
+		}
+		log.Info("leading", "scope", elector.Scope(), "term", fence.Term)
+		err = sched.Lead(leaderCtx, ctx.Done(), fence)
+		log.Info("stopped leading", "term", fence.Term)
+		return err
+	}
+	err = elector.Run(ctx, lead)
+	switch {
+	case errors.Is(err, leader.ErrLeadershipLost), errors.Is(err, jobs.ErrFenced):
+		log.Error("exiting: this process no longer leads", "err", err)
+		return errReported
+	case err != nil:
+		log.Error("exiting", "err", err)
+		return errReported
+	}
+	log.Info("shut down")
+	return nil
+}
+
+// beginTerm takes a new leadership term, retrying while the database is
+// unreachable, until leadership is lost or shutdown begins.
+func beginTerm(leaderCtx, shutdown context.Context, l *jobs.Ledger, scope string, log *slog.Logger) (jobs.Fence, error) {
+	backoff := 250 * time.Millisecond
+	for {
+		fence, err := l.BeginTerm(leaderCtx, scope)
+		if err == nil {
+			return fence, nil
+		}
+		log.Warn("cannot begin a leadership term, retrying", "retry_in", backoff, "err", err)
+		select {
+		case <-leaderCtx.Done():
+			return jobs.Fence{}, leaderCtx.Err()
+		case <-shutdown.Done():
+			return jobs.Fence{}, nil // the zero (manual) fence: nothing to lead
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func unwrapOpErr(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		var se *os.SyscallError
+		if errors.As(oe.Err, &se) {
+			return se.Err
+		}
+		return oe.Err
+	}
+	return err
+}
+
+func (o *runOptions) elector(p electorPlan, identity string, log *slog.Logger) (leader.Elector, func(), error) {
+	if p.mode == "filelock" {
+		e, err := leader.NewFileLock(o.lockFile, identity, log)
+		if err != nil {
+			return nil, nil, usageError{err}
+		}
+		return e, func() {}, nil
+	}
+	client, err := kubernetes.NewForConfig(p.rest)
+	if err != nil {
+		return nil, nil, usagef("cannot build a Kubernetes client: %v", err)
+	}
+	broadcaster := record.NewBroadcaster()
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events(p.namespace)})
+	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "leasecron"})
+	e, err := leader.NewLease(leader.LeaseConfig{
+		Client: client.CoordinationV1(), Namespace: p.namespace, Name: o.leaseName, Identity: identity,
+		LeaseDuration: o.leaseDuration, RenewDeadline: o.renewDeadline, RetryPeriod: o.retryPeriod,
+		Events: recorder, Log: log,
+	})
+	if err != nil {
+		broadcaster.Shutdown()
+		return nil, nil, usageError{err}
+	}
+	return e, broadcaster.Shutdown, nil
+}
+
+func (o *runOptions) handler(db *gorm.DB, e leader.Elector, reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := e.Healthy(); err != nil {
+			http.Error(w, "unhealthy: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := model.Ping(ctx, db); err != nil {
+			http.Error(w, "database unreachable", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	return mux
+}

@@ -1,0 +1,59 @@
+// Package metrics defines leasecron's Prometheus metrics. They are built on a
+// Registerer the caller owns (a private registry in the binary, a fresh one
+// per test), never registered globally.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Run results, the values of the result label.
+const (
+	ResultSucceeded = "succeeded"
+	ResultFailed    = "failed"
+	ResultSkipped   = "skipped" // the ledger already had the slot done
+)
+
+// Metrics are the controller's metrics.
+type Metrics struct {
+	Leader      prometheus.Gauge
+	Transitions prometheus.Counter
+	Runs        *prometheus.CounterVec
+	Duration    *prometheus.HistogramVec
+	LastSuccess *prometheus.GaugeVec
+	Missed      *prometheus.CounterVec
+	CaughtUp    *prometheus.CounterVec
+}
+
+// New creates the metrics and registers them, with the Go and process
+// collectors, on reg.
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "leasecron_leader", Help: "1 while this process leads, else 0.",
+		}),
+		Transitions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "leasecron_leader_transitions_total", Help: "Times this process became leader.",
+		}),
+		Runs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "leasecron_job_runs_total", Help: "Slot runs by job and result (succeeded, failed, skipped).",
+		}, []string{"job", "result"}),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "leasecron_job_duration_seconds", Help: "Duration of one attempt of a slot, by job.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}, []string{"job"}),
+		LastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "leasecron_job_last_success_timestamp_seconds", Help: "Unix time of the last slot that succeeded, by job.",
+		}, []string{"job"}),
+		Missed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "leasecron_missed_slots_total", Help: "Slots not run because they fell outside the catch-up window or limit.",
+		}, []string{"job"}),
+		CaughtUp: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "leasecron_caught_up_slots_total", Help: "Past slots run late when leadership started.",
+		}, []string{"job"}),
+	}
+	reg.MustRegister(m.Leader, m.Transitions, m.Runs, m.Duration, m.LastSuccess, m.Missed, m.CaughtUp,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

@@ -1,0 +1,396 @@
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Server is a MariaDB or PostgreSQL server that tests get databases on:
+// either one started by this package (managed) or an existing one named by
+// LEASECRON_TEST_MYSQL_DSN / LEASECRON_TEST_POSTGRES_DSN (external).
+// Only managed servers can be stopped and started.
+type Server struct {
+	dialect string   // "mysql" or "postgres"
+	name    string   // for messages
+	admin   *url.URL // admin DSN, URL form
+	env     string   // external servers: the env var naming it; "" if managed
+
+	// Managed servers only: how to run it. The port is part of args, so
+	// Start brings the server back on the same port and data dir.
+	bin        string
+	args       []string
+	dir        string // working dir of the process
+	cred       *syscall.Credential
+	logPath    string
+	stopSignal syscall.Signal
+
+	mu   sync.Mutex
+	proc *proc   // the running server, nil when stopped
+	db   *sql.DB // admin connection pool, opened lazily, closed by Stop
+}
+
+// AdminDSN returns the server's admin DSN in URL form, e.g.
+// mysql://root@127.0.0.1:PORT/mysql.
+func (s *Server) AdminDSN() string { return s.admin.String() }
+
+// Managed reports whether this package started the server, i.e. whether Stop
+// and Start work. It is false for servers named by an env override.
+func (s *Server) Managed() bool { return s.env == "" }
+
+// DSN returns the DSN of a fresh, empty database on s, dropped in t.Cleanup
+// (after starting s again if a test left it stopped).
+func (s *Server) DSN(t testing.TB) string {
+	t.Helper()
+	var b [8]byte
+	rand.Read(b[:])
+	name := "lc_" + hex.EncodeToString(b[:])
+
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
+	if err := s.createDatabase(ctx, name); err != nil {
+		t.Fatalf("testenv: creating database %s on %s (%s): %v", name, s.name, s.admin.Redacted(), err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+		defer cancel()
+		err := s.ensureRunning(ctx)
+		if err == nil {
+			err = s.dropDatabase(ctx, name)
+		}
+		if err != nil {
+			t.Errorf("testenv: dropping database %s on %s: %v", name, s.name, err)
+		}
+	})
+	u := *s.admin
+	u.Path, u.RawPath = "/"+name, ""
+	return u.String()
+}
+
+// Stop shuts the server down (SIGTERM for MariaDB, SIGINT, i.e. fast
+// shutdown, for PostgreSQL) and waits for it to exit; if ctx ends first, the
+// server is killed and Stop returns an error. Stopping a stopped server is a
+// no-op. Other tests using the server at the same time will see errors.
+func (s *Server) Stop(ctx context.Context) error {
+	if !s.Managed() {
+		return s.notManaged("Stop")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.db != nil {
+		s.db.Close()
+		s.db = nil
+	}
+	p := s.proc
+	s.proc = nil
+	if p == nil {
+		return nil
+	}
+	return p.stop(ctx, s.stopSignal)
+}
+
+// Start starts a stopped server again with the same port and data dir and
+// waits until it accepts connections. Starting a running server is a no-op.
+func (s *Server) Start(ctx context.Context) error {
+	if !s.Managed() {
+		return s.notManaged("Start")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.startLocked(ctx)
+}
+
+func (s *Server) notManaged(op string) error {
+	return fmt.Errorf("testenv: cannot %s %s: it was not started by testenv (unset %s to let tests start their own server)", op, s.name, s.env)
+}
+
+func (s *Server) ensureRunning(ctx context.Context) error {
+	if !s.Managed() {
+		return nil
+	}
+	return s.Start(ctx)
+}
+
+func (s *Server) startLocked(ctx context.Context) error {
+	if s.proc != nil && !s.proc.exited() {
+		return nil
+	}
+	s.proc = nil
+	if s.db != nil {
+		s.db.Close()
+		s.db = nil
+	}
+	logStart := fileSize(s.logPath)
+	p, err := spawn(s.bin, s.args, s.dir, s.cred, s.logPath)
+	if err != nil {
+		return fmt.Errorf("starting %s: %w", s.bin, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	db, err := s.waitReady(ctx, p)
+	if err != nil {
+		p.stop(context.Background(), syscall.SIGKILL)
+		return fmt.Errorf("%s on %s: %w%s", s.name, s.admin.Host, err, logTail(s.logPath, logStart))
+	}
+	s.proc, s.db = p, db
+	return nil
+}
+
+// waitReady polls until the server accepts connections, returning the admin pool.
+func (s *Server) waitReady(ctx context.Context, p *proc) (*sql.DB, error) {
+	db, err := s.openAdmin()
+	if err != nil {
+		return nil, err
+	}
+	for {
+		pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err = db.PingContext(pingCtx)
+		cancel()
+		if err == nil {
+			return db, nil
+		}
+		select {
+		case <-p.done:
+			db.Close()
+			return nil, fmt.Errorf("server exited before accepting connections (%v)", p.err)
+		case <-ctx.Done():
+			db.Close()
+			return nil, fmt.Errorf("server not accepting connections: %w (last error: %v)", ctx.Err(), err)
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Server) adminDB() (*sql.DB, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.db == nil {
+		db, err := s.openAdmin()
+		if err != nil {
+			return nil, err
+		}
+		s.db = db
+	}
+	return s.db, nil
+}
+
+func (s *Server) openAdmin() (*sql.DB, error) {
+	if s.dialect == "mysql" {
+		return openMySQL(s.admin)
+	}
+	return openPostgres(s.admin)
+}
+
+func (s *Server) createDatabase(ctx context.Context, name string) error {
+	db, err := s.adminDB()
+	if err != nil {
+		return err
+	}
+	if s.dialect == "mysql" {
+		_, err = db.ExecContext(ctx, "CREATE DATABASE `"+name+"` CHARACTER SET utf8mb4")
+	} else {
+		_, err = db.ExecContext(ctx, `CREATE DATABASE "`+name+`"`)
+	}
+	return err
+}
+
+func (s *Server) dropDatabase(ctx context.Context, name string) error {
+	db, err := s.adminDB()
+	if err != nil {
+		return err
+	}
+	if s.dialect == "mysql" {
+		return dropMySQLDatabase(ctx, db, name)
+	}
+	_, err = db.ExecContext(ctx, `DROP DATABASE IF EXISTS "`+name+`" WITH (FORCE)`)
+	return err
+}
+
+// newExternalServer wraps the existing server named by env var envVar.
+func newExternalServer(dialect, envVar, dsn string) (*Server, error) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", envVar, err)
+	}
+	want := map[string]string{"mysql": "mysql", "postgres": "postgres", "postgresql": "postgres"}[u.Scheme]
+	if want != dialect || u.Host == "" {
+		return nil, fmt.Errorf("%s=%s: want a URL like %s://user@host:port/dbname", envVar, u.Redacted(), dialect)
+	}
+	u.Scheme = dialect
+	s := &Server{dialect: dialect, name: dialect + " server from " + envVar, admin: u, env: envVar}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	db, err := s.adminDB()
+	if err == nil {
+		err = db.PingContext(ctx)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot connect to %s=%s: %w", envVar, u.Redacted(), err)
+	}
+	return s, nil
+}
+
+// findBinary returns name from PATH, else the first executable candidate.
+func findBinary(name string, candidates ...string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, c := range candidates {
+		if isExecutable(c) {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found in PATH nor at %s; %s", name, strings.Join(candidates, ", "), installHint)
+}
+
+// freePort returns a currently free TCP port on 127.0.0.1.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// proc is a child process that dies with the test binary (see sysProcAttr).
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed once the process has exited and been reaped
+	err  error         // the Wait result, set before done is closed
+}
+
+// spawn starts bin with its output appended to logPath.
+func spawn(bin string, args []string, dir string, cred *syscall.Credential, logPath string) (*proc, error) {
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close() // the child has its own copy
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = sysProcAttr(cred)
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	started := make(chan error, 1)
+	go func() {
+		// The parent-death signal fires when the thread that started the
+		// child exits, not the process (go.dev/issue/27505), so keep this
+		// goroutine, and with it the thread, until the child is reaped.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// run runs bin to completion (e.g. initdb), failing with its log output.
+func run(ctx context.Context, bin string, args []string, dir string, cred *syscall.Credential, logPath string) error {
+	logStart := fileSize(logPath)
+	p, err := spawn(bin, args, dir, cred, logPath)
+	if err != nil {
+		return fmt.Errorf("starting %s: %w", bin, err)
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		p.stop(context.Background(), syscall.SIGKILL)
+		return fmt.Errorf("%s: %w%s", bin, ctx.Err(), logTail(logPath, logStart))
+	}
+	if p.err != nil {
+		return fmt.Errorf("%s: %w%s", bin, p.err, logTail(logPath, logStart))
+	}
+	return nil
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends sig and waits for the process to exit, killing it when ctx ends.
+func (p *proc) stop(ctx context.Context, sig syscall.Signal) error {
+	if !p.exited() {
+		p.cmd.Process.Signal(sig)
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-ctx.Done():
+		p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("pid %d did not exit after %v (%w); killed it", p.cmd.Process.Pid, sig, ctx.Err())
+	}
+}
+
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// logTail returns the end of what was written to path after offset from,
+// formatted to be appended to an error message.
+func logTail(path string, from int64) string {
+	const max = 4 << 10
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if size := fileSize(path); size-from > max {
+		from = size - max
+	}
+	b, _ := io.ReadAll(io.NewSectionReader(f, from, max))
+	if len(b) == 0 {
+		return ""
+	}
+	return "\n--- " + path + " ---\n" + strings.TrimSpace(string(b))
+}
+
+// startOnFreePort builds a managed server for a free port and starts it,
+// retrying with another port if one was taken in between.
+func startOnFreePort(ctx context.Context, newServer func(port int) *Server) (*Server, error) {
+	for attempt := 1; ; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		s := newServer(port)
+		err = s.Start(ctx)
+		if err == nil {
+			return s, nil
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "Address already in use") {
+			return nil, err
+		}
+	}
+}

@@ -1,0 +1,227 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/leasecron/leasecron/pkg/model"
+)
+
+// ErrFenced means the database has issued a newer leadership term than the
+// one this process holds: another process leads now, and this one must stop.
+var ErrFenced = errors.New("a newer leadership term exists in the database: this process no longer leads")
+
+// ErrSlotBusy means another process is running the slot right now.
+var ErrSlotBusy = errors.New("slot is being run by another process")
+
+// Fence is a leadership term issued by the database. The zero Fence is the
+// manual fence of `once` and `backfill`: it skips the term check and relies
+// on the ledger's unique key and the job's own keys.
+type Fence struct {
+	Scope string
+	Term  int64
+}
+
+// Manual reports whether f is the manual fence.
+func (f Fence) Manual() bool { return f.Term == 0 }
+
+// Ledger records every slot of every job in job_runs and makes the database
+// the referee between leaders: each claim and each job transaction first
+// locks the scope's leader_terms row and aborts with ErrFenced when the term
+// there is no longer the caller's. All leader transactions queue on that row,
+// so a new term cannot slip between an old leader's check and its commit.
+type Ledger struct {
+	db     *gorm.DB
+	holder string
+	now    func() time.Time
+}
+
+// NewLedger returns a ledger writing as holder.
+func NewLedger(db *gorm.DB, holder string) *Ledger {
+	return &Ledger{db: db, holder: holder, now: time.Now}
+}
+
+// BeginTerm starts a new leadership term for scope and returns it as this
+// process's fence. Every claim made under an older term fails from now on.
+func (l *Ledger) BeginTerm(ctx context.Context, scope string) (Fence, error) {
+	var term int64
+	err := l.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		row := model.LeaderTerm{Scope: scope}
+		if err := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row).Error; err != nil {
+			return fmt.Errorf("create term row: %w", err)
+		}
+		now := l.now().UTC()
+		res := tx.Model(&model.LeaderTerm{}).Where("scope = ?", scope).
+			Updates(map[string]any{"term": gorm.Expr("term + 1"), "holder": l.holder, "started_at": now})
+		if res.Error != nil {
+			return fmt.Errorf("advance term: %w", res.Error)
+		}
+		return tx.Model(&model.LeaderTerm{}).Where("scope = ?", scope).Pluck("term", &term).Error
+	})
+	if err != nil {
+		return Fence{}, fmt.Errorf("begin leadership term for %s: %w", scope, err)
+	}
+	return Fence{Scope: scope, Term: term}, nil
+}
+
+// checkTerm locks the scope's term row inside tx and fails with ErrFenced if
+// the term moved on.
+func checkTerm(tx *gorm.DB, f Fence) error {
+	if f.Manual() {
+		return nil
+	}
+	var t model.LeaderTerm
+	q := tx
+	if tx.Dialector.Name() != model.SQLite { // SQLite's immediate transaction already holds the write lock
+		q = q.Clauses(clause.Locking{Strength: "UPDATE"})
+	}
+	if err := q.Where("scope = ?", f.Scope).Take(&t).Error; err != nil {
+		return fmt.Errorf("read leadership term: %w", err)
+	}
+	if t.Term != f.Term {
+		return fmt.Errorf("%w (ours %d, database %d held by %s)", ErrFenced, f.Term, t.Term, t.Holder)
+	}
+	return nil
+}
+
+// Claim records that this process runs job's slot. It returns done=true when
+// the slot already succeeded (nothing to run), ErrSlotBusy when it is running
+// under the same or a newer fence elsewhere, and ErrFenced when f is stale.
+// A running row with an older fence belongs to a leader that is gone and is
+// taken over; a failed row is tried again.
+func (l *Ledger) Claim(ctx context.Context, f Fence, job string, slot time.Time) (done bool, err error) {
+	slot = slot.UTC()
+	err = l.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := checkTerm(tx, f); err != nil {
+			return err
+		}
+		now := l.now().UTC()
+		// Read the row under a lock first: INSERT ... ON CONFLICT DO NOTHING
+		// cannot tell "inserted" from "already there" on MySQL, whose
+		// ON DUPLICATE KEY UPDATE reports one affected row either way.
+		var cur model.JobRun
+		q := tx
+		if tx.Dialector.Name() != model.SQLite {
+			q = q.Clauses(clause.Locking{Strength: "UPDATE"})
+		}
+		found, err := takeOne(q.Where("job = ? AND slot = ?", job, slot), &cur)
+		if err != nil {
+			return fmt.Errorf("read ledger row: %w", err)
+		}
+		if !found {
+			run := model.JobRun{Job: job, Slot: slot, Status: model.StatusRunning, Holder: l.holder, Fence: f.Term, Attempts: 1, StartedAt: &now}
+			if err := tx.Create(&run).Error; errors.Is(err, gorm.ErrDuplicatedKey) {
+				// A concurrent claim inserted it between our read and insert.
+				return fmt.Errorf("%w: %w", ErrSlotBusy, err)
+			} else if err != nil {
+				return fmt.Errorf("insert ledger row: %w", err)
+			}
+			return nil
+		}
+		switch {
+		case cur.Status == model.StatusSucceeded:
+			done = true
+			return nil
+		case cur.Status == model.StatusRunning && f.Manual():
+			return fmt.Errorf("%w (%s, fence %d)", ErrSlotBusy, cur.Holder, cur.Fence)
+		case cur.Status == model.StatusRunning && cur.Fence > f.Term:
+			return fmt.Errorf("%w (%s, fence %d)", ErrSlotBusy, cur.Holder, cur.Fence)
+		}
+		// failed, or running under an older fence (a leader that is gone),
+		// or our own earlier attempt: take it over.
+		return tx.Model(&model.JobRun{}).Where("id = ?", cur.ID).Updates(map[string]any{
+			"status": model.StatusRunning, "holder": l.holder, "fence": f.Term,
+			"attempts": gorm.Expr("attempts + 1"), "started_at": now, "finished_at": nil, "error": "",
+		}).Error
+	})
+	if err != nil {
+		return false, fmt.Errorf("claim %s slot %s: %w", job, slot.Format(time.RFC3339), err)
+	}
+	return done, nil
+}
+
+// Complete runs work and marks the slot succeeded in one transaction, after
+// checking the fence under the term row's lock. If work fails, or the fence
+// is stale, nothing of it commits.
+func (l *Ledger) Complete(ctx context.Context, f Fence, job string, slot time.Time, work func(tx *gorm.DB) error) error {
+	slot = slot.UTC()
+	err := l.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := checkTerm(tx, f); err != nil {
+			return err
+		}
+		if err := work(tx); err != nil {
+			return err
+		}
+		now := l.now().UTC()
+		res := tx.Model(&model.JobRun{}).
+			Where("job = ? AND slot = ? AND fence = ? AND holder = ? AND status = ?", job, slot, f.Term, l.holder, model.StatusRunning).
+			Updates(map[string]any{"status": model.StatusSucceeded, "finished_at": now, "error": ""})
+		if res.Error != nil {
+			return fmt.Errorf("mark succeeded: %w", res.Error)
+		}
+		if res.RowsAffected != 1 {
+			return fmt.Errorf("%w: the ledger row was taken over", ErrSlotBusy)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("run %s slot %s: %w", job, slot.Format(time.RFC3339), err)
+	}
+	return nil
+}
+
+// Fail marks the slot failed with cause, if this process still holds it.
+func (l *Ledger) Fail(ctx context.Context, f Fence, job string, slot time.Time, cause error) error {
+	msg := cause.Error()
+	if len(msg) > 1000 {
+		msg = msg[:1000]
+	}
+	now := l.now().UTC()
+	err := l.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := checkTerm(tx, f); err != nil {
+			return err
+		}
+		return tx.Model(&model.JobRun{}).
+			Where("job = ? AND slot = ? AND fence = ? AND holder = ? AND status = ?", job, slot.UTC(), f.Term, l.holder, model.StatusRunning).
+			Updates(map[string]any{"status": model.StatusFailed, "finished_at": now, "error": msg}).Error
+	})
+	if err != nil {
+		return fmt.Errorf("mark %s slot %s failed: %w", job, slot.Format(time.RFC3339), err)
+	}
+	return nil
+}
+
+// LastSucceeded returns the latest slot of job that succeeded, and whether
+// the job has any ledger row at all.
+func (l *Ledger) LastSucceeded(ctx context.Context, job string) (last time.Time, history bool, err error) {
+	db := l.db.WithContext(ctx)
+	var runs []model.JobRun
+	if err := db.Where("job = ?", job).Order("slot DESC").Limit(1).Find(&runs).Error; err != nil {
+		return time.Time{}, false, fmt.Errorf("read ledger of %s: %w", job, err)
+	}
+	if len(runs) == 0 {
+		return time.Time{}, false, nil
+	}
+	runs = runs[:0]
+	if err := db.Where("job = ? AND status = ?", job, model.StatusSucceeded).Order("slot DESC").Limit(1).Find(&runs).Error; err != nil {
+		return time.Time{}, true, fmt.Errorf("read ledger of %s: %w", job, err)
+	}
+	if len(runs) == 0 {
+		return time.Time{}, true, nil
+	}
+	return runs[0].Slot.UTC(), true, nil
+}
+
+// takeOne loads the first row of q into dst and reports whether there was one.
+func takeOne(q *gorm.DB, dst any) (bool, error) {
+	err := q.Take(dst).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}

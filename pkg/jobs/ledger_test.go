@@ -1,0 +1,171 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/leasecron/leasecron/pkg/model"
+)
+
+func TestBeginTermIsMonotonic(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
+		ctx := context.Background()
+		l := NewLedger(db, "a")
+		var last int64
+		for i := 0; i < 3; i++ {
+			f, err := l.BeginTerm(ctx, "scope")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.Term <= last {
+				t.Fatalf("term %d after %d: not increasing", f.Term, last)
+			}
+			last = f.Term
+		}
+		other, err := l.BeginTerm(ctx, "another-scope")
+		if err != nil || other.Term != 1 {
+			t.Fatalf("a new scope starts at term 1, got %d (%v)", other.Term, err)
+		}
+	})
+}
+
+// A leader frozen past its lease wakes up and tries to finish a slot it
+// claimed: the newer term must win, and nothing of the old leader's commits.
+func TestStaleFenceLoses(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
+		ctx := context.Background()
+		job := &DailyStats{Location: time.UTC}
+		slot := time.Date(2026, 11, 24, 0, 0, 50, 0, time.UTC)
+		date := model.DateOf(slot)
+		old, cur := NewLedger(db, "old"), NewLedger(db, "new")
+
+		oldFence, err := old.BeginTerm(ctx, "s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done, err := old.Claim(ctx, oldFence, job.Name(), slot); err != nil || done {
+			t.Fatalf("old Claim = %v, %v", done, err)
+		}
+		newFence, err := cur.BeginTerm(ctx, "s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = old.Complete(ctx, oldFence, job.Name(), slot, func(tx *gorm.DB) error { return job.Run(ctx, tx, slot) })
+		if !errors.Is(err, ErrFenced) {
+			t.Fatalf("stale Complete = %v, want ErrFenced", err)
+		}
+		if n := countRows(t, db, "contribute", date); n != 0 {
+			t.Fatalf("stale leader committed %d rows", n)
+		}
+		if _, err := old.Claim(ctx, oldFence, job.Name(), slot.Add(time.Hour)); !errors.Is(err, ErrFenced) {
+			t.Fatalf("stale Claim = %v, want ErrFenced", err)
+		}
+
+		// The new leader takes over the running row of the older fence.
+		if done, err := cur.Claim(ctx, newFence, job.Name(), slot); err != nil || done {
+			t.Fatalf("new Claim = %v, %v", done, err)
+		}
+		if err := cur.Complete(ctx, newFence, job.Name(), slot, func(tx *gorm.DB) error { return job.Run(ctx, tx, slot) }); err != nil {
+			t.Fatal(err)
+		}
+		rs := runs(t, db, job.Name())
+		if len(rs) != 1 || rs[0].Status != model.StatusSucceeded || rs[0].Fence != newFence.Term || rs[0].Holder != "new" || rs[0].Attempts != 2 {
+			t.Fatalf("ledger = %+v, want one succeeded row of the new fence after 2 attempts", rs)
+		}
+		// Done is done: a further claim, by anyone, skips.
+		if done, err := cur.Claim(ctx, newFence, job.Name(), slot); err != nil || !done {
+			t.Fatalf("Claim of a succeeded slot = %v, %v; want done", done, err)
+		}
+		if done, err := NewLedger(db, "manual").Claim(ctx, Fence{}, job.Name(), slot); err != nil || !done {
+			t.Fatalf("manual Claim of a succeeded slot = %v, %v; want done", done, err)
+		}
+	})
+}
+
+func TestClaimRespectsRunningNewerFence(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
+		ctx := context.Background()
+		slot := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		a := NewLedger(db, "a")
+		fa, _ := a.BeginTerm(ctx, "s")
+		if _, err := a.Claim(ctx, fa, "j", slot); err != nil {
+			t.Fatal(err)
+		}
+		// A manual run must not take over a slot a leader is running.
+		if _, err := NewLedger(db, "manual").Claim(ctx, Fence{}, "j", slot); !errors.Is(err, ErrSlotBusy) {
+			t.Fatalf("manual Claim of a running slot = %v, want ErrSlotBusy", err)
+		}
+	})
+}
+
+func TestFailedAttemptRollsBackAndIsRecorded(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
+		ctx := context.Background()
+		slot := time.Date(2026, 2, 1, 0, 0, 50, 0, time.UTC)
+		l := NewLedger(db, "a")
+		f, _ := l.BeginTerm(ctx, "s")
+		if _, err := l.Claim(ctx, f, DailyStatsName, slot); err != nil {
+			t.Fatal(err)
+		}
+		boom := errors.New("boom")
+		err := l.Complete(ctx, f, DailyStatsName, slot, func(tx *gorm.DB) error {
+			if err := (&DailyStats{Location: time.UTC}).Run(ctx, tx, slot); err != nil {
+				return err
+			}
+			return boom
+		})
+		if !errors.Is(err, boom) {
+			t.Fatalf("Complete = %v, want boom", err)
+		}
+		if err := l.Fail(ctx, f, DailyStatsName, slot, err); err != nil {
+			t.Fatal(err)
+		}
+		if n := countRows(t, db, "visit_statistics", model.DateOf(slot)); n != 0 {
+			t.Fatalf("failed attempt left %d rows", n)
+		}
+		rs := runs(t, db, DailyStatsName)
+		if len(rs) != 1 || rs[0].Status != model.StatusFailed || rs[0].Error == "" {
+			t.Fatalf("ledger = %+v, want one failed row with its error", rs)
+		}
+	})
+}
+
+// 00:00:50 in Shanghai on the 24th is 16:00:50 UTC on the 23rd: the row must
+// carry the 24th on every dialect, whatever the server's zone.
+func TestDailyStatsWritesDateInZone(t *testing.T) {
+	sh, err := time.LoadLocation("Asia/Shanghai")
+	if err != nil {
+		t.Fatal(err)
+	}
+	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
+		ctx := context.Background()
+		job := &DailyStats{Location: sh}
+		slot := time.Date(2026, 11, 24, 0, 0, 50, 0, sh)
+		for i := 0; i < 2; i++ { // twice: insert-if-absent keeps one row
+			if err := db.Transaction(func(tx *gorm.DB) error { return job.Run(ctx, tx, slot) }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := model.Date{Year: 2026, Month: 11, Day: 24}
+		for _, s := range model.Stats() {
+			if n := countRows(t, db, s.Table, want); n != 1 {
+				t.Errorf("%s holds %d rows for %s, want 1", s.Table, n, want)
+			}
+			var dates []model.Date
+			if err := db.Table(s.Table).Pluck("date", &dates).Error; err != nil {
+				t.Fatal(err)
+			}
+			if len(dates) != 1 || dates[0] != want {
+				t.Errorf("%s dates = %v, want [%s]", s.Table, dates, want)
+			}
+			var count int
+			if err := db.Table(s.Table).Select(s.CountColumn).Where("date = ?", want).Scan(&count).Error; err != nil || count != 0 {
+				t.Errorf("%s.%s = %d (%v), want 0", s.Table, s.CountColumn, count, err)
+			}
+		}
+	})
+}

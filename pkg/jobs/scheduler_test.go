@@ -1,0 +1,443 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"gorm.io/gorm"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/leasecron/leasecron/internal/metrics"
+	"github.com/leasecron/leasecron/pkg/model"
+)
+
+// probeJob reports every slot it starts on started, then runs do (if set).
+type probeJob struct {
+	started chan time.Time
+	do      func(ctx context.Context, slot time.Time) error
+	running atomic.Int32
+	maxConc atomic.Int32
+}
+
+func newProbe() *probeJob { return &probeJob{started: make(chan time.Time, 1000)} }
+
+func (*probeJob) Name() string            { return "probe" }
+func (*probeJob) DefaultSchedule() string { return "* * * * * *" }
+func (p *probeJob) Run(ctx context.Context, _ *gorm.DB, slot time.Time) error {
+	n := p.running.Add(1)
+	defer p.running.Add(-1)
+	for {
+		m := p.maxConc.Load()
+		if n <= m || p.maxConc.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	p.started <- slot
+	if p.do != nil {
+		return p.do(ctx, slot)
+	}
+	return nil
+}
+
+// next waits for the job's next slot.
+func (p *probeJob) next(t *testing.T) time.Time {
+	t.Helper()
+	select {
+	case s := <-p.started:
+		return s
+	case <-time.After(20 * time.Second):
+		t.Fatal("timed out waiting for a slot to start")
+		return time.Time{}
+	}
+}
+
+type harness struct {
+	db    *gorm.DB
+	clock *clocktesting.FakeClock
+	sched *Scheduler
+	m     *metrics.Metrics
+	fence Fence
+}
+
+func newHarness(t *testing.T, db *gorm.DB, job Job, expr string, loc *time.Location, now time.Time, tune func(*Options)) *harness {
+	t.Helper()
+	h := &harness{db: db, clock: clocktesting.NewFakeClock(now), m: metrics.New(prometheus.NewRegistry())}
+	opts := Options{
+		Jobs:      Registry{job.Name(): job},
+		Schedules: map[string]*Schedule{job.Name(): mustSchedule(t, expr, loc)},
+		Clock:     h.clock, Log: quietLog(), Metrics: h.m,
+		RetryBase: time.Millisecond, RetryMax: 4 * time.Millisecond,
+		CatchUpLimit: DefaultCatchUpLimit,
+	}
+	if tune != nil {
+		tune(&opts)
+	}
+	s, err := New(db, "leader", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.sched = s
+	h.fence, err = s.Ledger().BeginTerm(context.Background(), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// lead starts Lead in the background; stop drains it and returns its error.
+func (h *harness) lead(t *testing.T) (cancel context.CancelFunc, drain func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	drainCh := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- h.sched.Lead(ctx, drainCh, h.fence) }()
+	var once sync.Once
+	stop := func() error {
+		once.Do(func() { close(drainCh) })
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(20 * time.Second):
+			t.Fatal("Lead did not return")
+			return nil
+		}
+	}
+	t.Cleanup(func() { cancel(); _ = stop() })
+	return cancel, stop
+}
+
+// seed records a succeeded slot, as an earlier leader would have.
+func seed(t *testing.T, db *gorm.DB, job string, slot time.Time) {
+	t.Helper()
+	now := slot.UTC()
+	if err := db.Create(&model.JobRun{Job: job, Slot: now, Status: model.StatusSucceeded, Holder: "earlier", Fence: 0, Attempts: 1, StartedAt: &now, FinishedAt: &now}).Error; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// awaitWaiting waits until the scheduler blocks on its clock (the next slot).
+func awaitWaiting(t *testing.T, c *clocktesting.FakeClock) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !c.HasWaiters() {
+		if time.Now().After(deadline) {
+			t.Fatal("scheduler never waited for its next slot")
+		}
+		time.Sleep(time.Millisecond) // polling a condition, not standing in for it
+	}
+}
+
+func minute(h, m int) time.Time { return time.Date(2026, 11, 24, h, m, 0, 0, time.UTC) }
+
+func TestCatchUpRunsGapOldestFirstThenFollowsSchedule(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
+		p := newProbe()
+		h := newHarness(t, db, p, "0 * * * * *", time.UTC, minute(12, 0).Add(30*time.Second), nil)
+		seed(t, db, p.Name(), minute(11, 55))
+		_, stop := h.lead(t)
+		for _, want := range []time.Time{minute(11, 56), minute(11, 57), minute(11, 58), minute(11, 59), minute(12, 0)} {
+			if got := p.next(t); !got.Equal(want) {
+				t.Fatalf("caught-up slot %s, want %s", got, want)
+			}
+		}
+		awaitWaiting(t, h.clock)
+		h.clock.Step(30 * time.Second)
+		if got := p.next(t); !got.Equal(minute(12, 1)) {
+			t.Fatalf("next scheduled slot %s, want 12:01", got)
+		}
+		awaitWaiting(t, h.clock)
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		if got := testutil.ToFloat64(h.m.CaughtUp.WithLabelValues(p.Name())); got != 5 {
+			t.Errorf("caught-up metric = %v, want 5", got)
+		}
+		rs := runs(t, db, p.Name())
+		if len(rs) != 7 {
+			t.Fatalf("ledger has %d rows, want 7 (seed + 5 caught up + 1)", len(rs))
+		}
+		for _, r := range rs {
+			if r.Status != model.StatusSucceeded {
+				t.Errorf("slot %s is %s", r.Slot, r.Status)
+			}
+		}
+	})
+}
+
+func TestCatchUpLimitAndWindow(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		tune      func(*Options)
+		first     time.Time
+		run, miss int
+	}{
+		{"limit", func(o *Options) { o.CatchUpLimit = 3 }, minute(11, 58), 3, 57},
+		{"window", func(o *Options) { o.CatchUpWindow = 30 * time.Minute }, minute(11, 31), 30, 30},
+		{"disabled", func(o *Options) { o.CatchUpLimit = 0 }, minute(12, 1), 0, 60},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			forEachDialect(t, func(t *testing.T, db *gorm.DB) {
+				p := newProbe()
+				h := newHarness(t, db, p, "0 * * * * *", time.UTC, minute(12, 0).Add(30*time.Second), tc.tune)
+				seed(t, db, p.Name(), minute(11, 0))
+				_, stop := h.lead(t)
+				if tc.run == 0 {
+					awaitWaiting(t, h.clock)
+					h.clock.Step(30 * time.Second)
+				}
+				if got := p.next(t); !got.Equal(tc.first) {
+					t.Fatalf("first slot run %s, want %s", got, tc.first)
+				}
+				for i := 1; i < tc.run; i++ {
+					p.next(t)
+				}
+				awaitWaiting(t, h.clock)
+				if err := stop(); err != nil {
+					t.Fatal(err)
+				}
+				if got := testutil.ToFloat64(h.m.Missed.WithLabelValues(p.Name())); got != float64(tc.miss) {
+					t.Errorf("missed metric = %v, want %d", got, tc.miss)
+				}
+				if n := len(runs(t, db, p.Name())); n != 1+max(tc.run, 1) {
+					t.Errorf("ledger rows = %d, want %d", n, 1+max(tc.run, 1))
+				}
+			})
+		})
+	}
+}
+
+func TestNoHistoryRunsOnlyMostRecentSlot(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
+		job := &DailyStats{Location: time.UTC}
+		h := newHarness(t, db, job, job.DefaultSchedule(), time.UTC, minute(12, 0), nil)
+		_, stop := h.lead(t)
+		awaitWaiting(t, h.clock)
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		rs := runs(t, db, job.Name())
+		if len(rs) != 1 || !rs[0].Slot.Equal(time.Date(2026, 11, 24, 0, 0, 50, 0, time.UTC)) || rs[0].Status != model.StatusSucceeded {
+			t.Fatalf("ledger = %+v, want only today's 00:00:50 slot, succeeded", rs)
+		}
+		if n := countRows(t, db, "comment_statistics", model.Date{Year: 2026, Month: 11, Day: 23}); n != 0 {
+			t.Fatalf("yesterday was written without history")
+		}
+	})
+}
+
+func TestRetriesWithBackoffUntilSuccess(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
+		p := newProbe()
+		var calls atomic.Int32
+		p.do = func(context.Context, time.Time) error {
+			if calls.Add(1) < 3 {
+				return errors.New("transient")
+			}
+			return nil
+		}
+		s, err := New(db, "manual", Options{
+			Jobs: Registry{"probe": p}, Schedules: map[string]*Schedule{"probe": mustSchedule(t, "@daily", time.UTC)},
+			Log: quietLog(), RetryBase: time.Millisecond, RetryMax: 2 * time.Millisecond,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		slot := minute(0, 0)
+		out, err := s.RunSlot(context.Background(), Fence{}, "probe", slot, time.Now().Add(time.Minute))
+		if err != nil || out != Succeeded {
+			t.Fatalf("RunSlot = %v, %v", out, err)
+		}
+		rs := runs(t, db, "probe")
+		if len(rs) != 1 || rs[0].Attempts != 3 || rs[0].Status != model.StatusSucceeded {
+			t.Fatalf("ledger = %+v, want 3 attempts, succeeded", rs)
+		}
+		// Failing for good: gives up at the deadline and records the failure.
+		p.do = func(context.Context, time.Time) error { return errors.New("permanent") }
+		out, err = s.RunSlot(context.Background(), Fence{}, "probe", slot.Add(24*time.Hour), time.Now().Add(20*time.Millisecond))
+		if err != nil || out != Failed {
+			t.Fatalf("RunSlot = %v, %v; want Failed", out, err)
+		}
+		if rs := runs(t, db, "probe"); rs[1].Status != model.StatusFailed || rs[1].Error == "" || rs[1].Attempts < 2 {
+			t.Fatalf("ledger = %+v, want a failed row after several attempts", rs[1])
+		}
+	})
+}
+
+func TestJobNeverOverlapsItself(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
+		p := newProbe()
+		gate := make(chan struct{})
+		p.do = func(ctx context.Context, slot time.Time) error {
+			if slot.Second() == 1 {
+				<-gate
+			}
+			return nil
+		}
+		start := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+		h := newHarness(t, db, p, "* * * * * *", time.UTC, start, nil)
+		seed(t, db, p.Name(), start)
+		_, stop := h.lead(t)
+		awaitWaiting(t, h.clock)
+		h.clock.Step(time.Second)
+		if got := p.next(t); got.Second() != 1 {
+			t.Fatalf("first slot %s", got)
+		}
+		h.clock.Step(3 * time.Second) // slots :02 :03 :04 come due while :01 runs
+		close(gate)
+		for want := 2; want <= 4; want++ {
+			if got := p.next(t); got.Second() != want {
+				t.Fatalf("slot %s, want second %d", got, want)
+			}
+		}
+		awaitWaiting(t, h.clock)
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		if m := p.maxConc.Load(); m != 1 {
+			t.Fatalf("job ran %d times at once", m)
+		}
+	})
+}
+
+func TestShutdownLetsRunningSlotFinish(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
+		p := newProbe()
+		gate := make(chan struct{})
+		p.do = func(ctx context.Context, _ time.Time) error {
+			<-gate
+			return ctx.Err()
+		}
+		h := newHarness(t, db, p, "0 * * * * *", time.UTC, minute(12, 0).Add(time.Second), nil)
+		seed(t, db, p.Name(), minute(11, 59))
+		_, stop := h.lead(t)
+		slot := p.next(t)
+		errc := make(chan error, 1)
+		go func() { errc <- stop() }() // SIGTERM while the slot runs
+		close(gate)
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		rs := runs(t, db, p.Name())
+		if last := rs[len(rs)-1]; !last.Slot.Equal(slot) || last.Status != model.StatusSucceeded {
+			t.Fatalf("slot running at shutdown ended %s, want succeeded", last.Status)
+		}
+	})
+}
+
+func TestShutdownGraceExpiresAndRollsBack(t *testing.T) {
+	p := newProbe()
+	p.do = func(ctx context.Context, _ time.Time) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	db := openDB(t, "sqlite://"+t.TempDir()+"/grace.db")
+	h := newHarness(t, db, p, "0 * * * * *", time.UTC, minute(12, 0).Add(time.Second), func(o *Options) { o.ShutdownGrace = 5 * time.Second })
+	seed(t, db, p.Name(), minute(11, 59))
+	_, stop := h.lead(t)
+	p.next(t)
+	errc := make(chan error, 1)
+	go func() { errc <- stop() }()
+	awaitWaiting(t, h.clock) // the grace timer
+	h.clock.Step(5 * time.Second)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	rs := runs(t, db, p.Name())
+	if last := rs[len(rs)-1]; last.Status == model.StatusSucceeded {
+		t.Fatalf("slot cancelled after the grace period was marked succeeded")
+	}
+}
+
+func TestLeadershipLossCancelsRunningSlot(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
+		job := &DailyStats{Location: time.UTC}
+		p := newProbe()
+		p.do = func(ctx context.Context, _ time.Time) error {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		h := newHarness(t, db, p, "50 0 0 * * *", time.UTC, minute(12, 0), nil)
+		cancel, stop := h.lead(t)
+		p.next(t)
+		cancel() // the lease is gone
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		if rs := runs(t, db, p.Name()); len(rs) != 1 || rs[0].Status == model.StatusSucceeded {
+			t.Fatalf("ledger = %+v, want the slot not succeeded", rs)
+		}
+		_ = job
+	})
+}
+
+func TestFencedLeaderStops(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
+		p := newProbe()
+		h := newHarness(t, db, p, "0 * * * * *", time.UTC, minute(12, 0).Add(time.Second), nil)
+		seed(t, db, p.Name(), minute(12, 0))
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- h.sched.Lead(ctx, nil, h.fence) }()
+		awaitWaiting(t, h.clock)
+		if _, err := NewLedger(db, "usurper").BeginTerm(context.Background(), h.fence.Scope); err != nil {
+			t.Fatal(err)
+		}
+		h.clock.Step(time.Minute)
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrFenced) {
+				t.Fatalf("Lead = %v, want ErrFenced", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("fenced leader kept leading")
+		}
+		if len(p.started) != 0 {
+			t.Fatal("fenced leader ran the job")
+		}
+	})
+}
+
+// The scheduler across a spring-forward and a fall-back day in New York:
+// the 02:30 that does not exist still runs (at 03:00 EDT), and the 01:30 that
+// happens twice runs once.
+func TestDSTDaysThroughTheScheduler(t *testing.T) {
+	ny := mustLoc(t, "America/New_York")
+	for _, tc := range []struct {
+		name, expr string
+		last, now  time.Time
+		want       []model.Date
+	}{
+		{"spring-forward", "0 30 2 * * *", time.Date(2026, 3, 7, 2, 30, 0, 0, ny), time.Date(2026, 3, 9, 12, 0, 0, 0, ny),
+			[]model.Date{{Year: 2026, Month: 3, Day: 8}, {Year: 2026, Month: 3, Day: 9}}},
+		{"fall-back", "0 30 1 * * *", time.Date(2026, 10, 31, 1, 30, 0, 0, ny), time.Date(2026, 11, 2, 12, 0, 0, 0, ny),
+			[]model.Date{{Year: 2026, Month: 11, Day: 1}, {Year: 2026, Month: 11, Day: 2}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			forEachDialect(t, func(t *testing.T, db *gorm.DB) {
+				job := &DailyStats{Location: ny}
+				h := newHarness(t, db, job, tc.expr, ny, tc.now, nil)
+				seed(t, db, job.Name(), tc.last)
+				_, stop := h.lead(t)
+				awaitWaiting(t, h.clock)
+				if err := stop(); err != nil {
+					t.Fatal(err)
+				}
+				rs := runs(t, db, job.Name())
+				if len(rs) != 1+len(tc.want) {
+					t.Fatalf("ledger = %d rows, want %d", len(rs), 1+len(tc.want))
+				}
+				for _, d := range tc.want {
+					if n := countRows(t, db, "like_statistics", d); n != 1 {
+						t.Errorf("like_statistics has %d rows for %s, want 1", n, d)
+					}
+				}
+			})
+		})
+	}
+}

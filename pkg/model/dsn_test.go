@@ -1,0 +1,108 @@
+package model
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseDSN(t *testing.T) {
+	for _, tc := range []struct {
+		in, dialect, redacted string
+	}{
+		{"sqlite://leasecron.db", SQLite, "sqlite://leasecron.db"},
+		{"sqlite:///var/lib/lc/x.db", SQLite, "sqlite:///var/lib/lc/x.db"},
+		{"mysql://app:s3cret@db:3306/stats?charset=utf8mb4", MySQL, "mysql://app:xxxxx@db:3306/stats"},
+		{"mysql://app@db/stats", MySQL, "mysql://app@db:3306/stats"},
+		{"mysql://app:s3cret@tcp(db:3307)/stats", MySQL, "mysql://app:xxxxx@db:3307/stats"},
+		{"postgres://app:s3cret@db:5432/stats?sslmode=disable", Postgres, "postgres://app:xxxxx@db:5432/stats?sslmode=disable"},
+		{"postgresql://app@db/stats", Postgres, "postgres://app@db/stats"},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			d, err := ParseDSN(tc.in)
+			if err != nil {
+				t.Fatalf("ParseDSN: %v", err)
+			}
+			if d.Dialect != tc.dialect || d.String() != tc.redacted {
+				t.Fatalf("got %s %q, want %s %q", d.Dialect, d.String(), tc.dialect, tc.redacted)
+			}
+			if strings.Contains(d.String(), "s3cret") {
+				t.Fatalf("String() leaks the password: %s", d)
+			}
+		})
+	}
+}
+
+func TestParseDSNMySQLDriverOptions(t *testing.T) {
+	d, err := ParseDSN("mysql://u:p@h:1/db?charset=utf8mb4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"parseTime=true", "charset=utf8mb4", "tcp(h:1)", "/db"} {
+		if !strings.Contains(d.driver, want) {
+			t.Errorf("driver DSN %q lacks %q", d.driver, want)
+		}
+	}
+}
+
+func TestParseDSNRejects(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"", "no scheme"},
+		{"leasecron.db", "no scheme"},
+		{"oracle://u:p@h/db", `scheme "oracle" is not supported`},
+		{"sqlite://", "no file path"},
+		{"sqlite://x.db?cache=shared", "takes no options"},
+		{"mysql://u:s3cret@/db", "no host"},
+		{"mysql://u:s3cret@h:3306/", "no database name"},
+		{"mysql://u:s3cret@h:3306/db?parseTime=maybe", "option is not valid"},
+		{"mysql://u:s3cret@h:notaport/db", "not a valid URL"},
+		{"postgres://u:s3cret@/db", "no host"},
+		{"postgres://u:s3cret@h:5432/db?sslmode=sometimes", "not valid"},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			_, err := ParseDSN(tc.in)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("ParseDSN(%q) = %v, want error containing %q", tc.in, err, tc.want)
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Fatalf("error leaks the password: %v", err)
+			}
+		})
+	}
+}
+
+func TestScrub(t *testing.T) {
+	d, err := ParseDSN("mysql://u:hunter2@h/db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := d.Scrub(errors.New("access denied for u:hunter2"))
+	if strings.Contains(got.Error(), "hunter2") || !strings.Contains(got.Error(), "xxxxx") {
+		t.Fatalf("Scrub = %v", got)
+	}
+	if d.Scrub(nil) != nil {
+		t.Fatal("Scrub(nil) != nil")
+	}
+}
+
+func TestDateScan(t *testing.T) {
+	var d Date
+	for _, src := range []any{"2026-11-24", []byte("2026-11-24 00:00:00"), mustTime(t)} {
+		if err := d.Scan(src); err != nil || d.String() != "2026-11-24" {
+			t.Fatalf("Scan(%v) = %v, %v", src, d, err)
+		}
+	}
+	if err := d.Scan(3.5); err == nil {
+		t.Fatal("Scan(float) succeeded")
+	}
+}
+
+func mustTime(t *testing.T) any {
+	t.Helper()
+	d, err := ParseDate("2026-11-24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.In(time.UTC)
+}

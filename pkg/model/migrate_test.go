@@ -1,0 +1,156 @@
+package model
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/leasecron/leasecron/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func open(t *testing.T, dialect string) *gorm.DB {
+	t.Helper()
+	dsn, err := ParseDSN(testenv.DSN(t, dialect))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := Open(context.Background(), dsn, 10*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = Close(db) })
+	return db
+}
+
+// legacySchema creates the four tables as the old application did: nullable
+// date and counts, no unique key. On MariaDB it is the real fixture.
+func legacySchema(t *testing.T, db *gorm.DB, dialect string) {
+	t.Helper()
+	var stmts []string
+	switch dialect {
+	case "mysql":
+		b, err := os.ReadFile("testdata/legacy-schema-mariadb.sql")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range strings.Split(string(b), ";") {
+			var kept []string
+			for _, line := range strings.Split(s, "\n") {
+				if !strings.HasPrefix(strings.TrimSpace(line), "--") {
+					kept = append(kept, line)
+				}
+			}
+			if s := strings.TrimSpace(strings.Join(kept, "\n")); s != "" {
+				stmts = append(stmts, s)
+			}
+		}
+	default:
+		id := "id INTEGER PRIMARY KEY AUTOINCREMENT"
+		if dialect == "postgres" {
+			id = "id SERIAL PRIMARY KEY"
+		}
+		for _, s := range Stats() {
+			stmts = append(stmts, "CREATE TABLE "+s.Table+" ("+id+", date DATE DEFAULT NULL, "+s.CountColumn+" INTEGER DEFAULT NULL)")
+		}
+	}
+	for _, s := range stmts {
+		if err := db.Exec(s).Error; err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+}
+
+func TestMigrateFreshAndIdempotent(t *testing.T) {
+	for _, d := range testenv.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			db := open(t, d)
+			ctx := context.Background()
+			for i := 0; i < 2; i++ {
+				if err := Migrate(ctx, db); err != nil {
+					t.Fatalf("migrate #%d: %v", i+1, err)
+				}
+			}
+			for _, s := range Stats() {
+				if !db.Migrator().HasIndex(s.model, "uk_"+s.Table+"_date") {
+					t.Errorf("%s lacks its unique key on date", s.Table)
+				}
+			}
+			if !db.Migrator().HasIndex(&JobRun{}, "uk_job_runs_job_slot") {
+				t.Error("job_runs lacks its unique key")
+			}
+		})
+	}
+}
+
+// Existing tables are adopted: the key is added, nothing is rewritten.
+func TestMigrateAdoptsLegacyTables(t *testing.T) {
+	for _, d := range testenv.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			db := open(t, d)
+			legacySchema(t, db, d)
+			if err := db.Exec("INSERT INTO visit_statistics (date, times) VALUES ('2020-05-01', 7), (NULL, NULL)").Error; err != nil {
+				t.Fatal(err)
+			}
+			if err := Migrate(context.Background(), db); err != nil {
+				t.Fatalf("migrate legacy: %v", err)
+			}
+			if !db.Migrator().HasIndex(&VisitStatistics{}, "uk_visit_statistics_date") {
+				t.Fatal("unique key not added")
+			}
+			var times int
+			if err := db.Raw("SELECT times FROM visit_statistics WHERE date = '2020-05-01'").Scan(&times).Error; err != nil || times != 7 {
+				t.Fatalf("existing row changed: times=%d (%v)", times, err)
+			}
+			if d == "mysql" {
+				var table, ddl string
+				if err := db.Raw("SHOW CREATE TABLE visit_statistics").Row().Scan(&table, &ddl); err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(ddl, "`id` int(11) NOT NULL AUTO_INCREMENT") {
+					t.Errorf("id column was rewritten:\n%s", ddl)
+				}
+			}
+		})
+	}
+}
+
+func TestMigrateRefusesDuplicateDates(t *testing.T) {
+	for _, d := range testenv.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			db := open(t, d)
+			legacySchema(t, db, d)
+			for i := 0; i < 6; i++ {
+				if err := db.Exec("INSERT INTO like_statistics (date, times) VALUES ('2021-01-01', 0), ('2021-01-02', 0)").Error; err != nil {
+					t.Fatal(err)
+				}
+			}
+			err := Migrate(context.Background(), db)
+			var dup *DuplicateDatesError
+			if !errors.As(err, &dup) || dup.Table != "like_statistics" || dup.Dates != 2 {
+				t.Fatalf("Migrate = %v, want a DuplicateDatesError for 2 dates in like_statistics", err)
+			}
+			if !strings.Contains(err.Error(), "leasecron verify") {
+				t.Errorf("message does not name verify: %v", err)
+			}
+			reports, err := Verify(context.Background(), db, Date{2021, 1, 1}, Date{2021, 1, 3})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range reports {
+				if r.Table != "like_statistics" {
+					continue
+				}
+				if len(r.Duplicates) != 2 || r.Duplicates[0].Count != 6 || len(r.Missing) != 1 || r.Missing[0] != (Date{2021, 1, 3}) {
+					t.Fatalf("verify like_statistics = %+v", r)
+				}
+			}
+		})
+	}
+}

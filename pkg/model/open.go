@@ -1,0 +1,101 @@
+package model
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/glebarez/sqlite"
+	"gorm.io/driver/mysql"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+)
+
+// Open opens the database the DSN names and waits until it answers,
+// retrying with capped exponential backoff for at most wait (0: one try).
+// The error, if any, carries the redacted DSN, never the password. A nil
+// log means slog.Default().
+func Open(ctx context.Context, dsn DSN, wait time.Duration, log *slog.Logger) (*gorm.DB, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	var dialector gorm.Dialector
+	switch dsn.Dialect {
+	case SQLite:
+		dialector = sqlite.Open(dsn.driver)
+	case MySQL:
+		dialector = mysql.Open(dsn.driver)
+	case Postgres:
+		dialector = postgres.Open(dsn.driver)
+	default:
+		return nil, fmt.Errorf("unknown dialect %q", dsn.Dialect)
+	}
+	deadline := time.Now().Add(wait)
+	backoff := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		db, err := connect(ctx, dialector)
+		if err == nil {
+			return db, nil
+		}
+		err = dsn.Scrub(err)
+		if ctx.Err() != nil || time.Now().Add(backoff).After(deadline) {
+			return nil, fmt.Errorf("database %s is unreachable after %d attempts over %s: %w", dsn, attempt, wait, err)
+		}
+		log.Warn("database unreachable, retrying", "dsn", dsn.String(), "attempt", attempt, "retry_in", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// connect opens a pool and checks that the server answers. Some dialects
+// query the server while opening, so both steps are retried together.
+func connect(ctx context.Context, dialector gorm.Dialector) (*gorm.DB, error) {
+	db, err := gorm.Open(dialector, &gorm.Config{
+		// leasecron logs failures itself, with the slot and job they belong to.
+		Logger:                 logger.Discard,
+		SkipDefaultTransaction: true,
+		// Unique-key violations surface as gorm.ErrDuplicatedKey on every dialect.
+		TranslateError:       true,
+		DisableAutomaticPing: true,
+		NowFunc:              func() time.Time { return time.Now().UTC() },
+	})
+	if err != nil {
+		return nil, err
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, err
+	}
+	sqlDB.SetConnMaxLifetime(5 * time.Minute)
+	sqlDB.SetMaxIdleConns(2)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := sqlDB.PingContext(pctx); err != nil {
+		_ = sqlDB.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// Ping checks that the database answers within ctx.
+func Ping(ctx context.Context, db *gorm.DB) error {
+	sqlDB, err := db.DB()
+	if err != nil {
+		return err
+	}
+	return sqlDB.PingContext(ctx)
+}
+
+// Close closes the database's connections.
+func Close(db *gorm.DB) error {
+	sqlDB, err := db.DB()
+	if err != nil {
+		return err
+	}
+	return sqlDB.Close()
+}
