@@ -2,8 +2,8 @@ package jobs
 
 import (
 	"context"
-	"os"
 	"log/slog"
+	"os"
 	"testing"
 	"time"
 
@@ -42,7 +42,9 @@ func openDB(t *testing.T, raw string) *gorm.DB {
 	return db
 }
 
-func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})) }
+func quietLog() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+}
 
 // countRows returns how many rows table holds for date.
 func countRows(t *testing.T, db *gorm.DB, table string, date model.Date) int64 {

@@ -96,16 +96,20 @@ func (h *harness) lead(t *testing.T) (cancel context.CancelFunc, drain func() er
 	drainCh := make(chan struct{})
 	done := make(chan error, 1)
 	go func() { done <- h.sched.Lead(ctx, drainCh, h.fence) }()
-	var once sync.Once
+	var (
+		once sync.Once
+		err  error
+	)
 	stop := func() error {
-		once.Do(func() { close(drainCh) })
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(20 * time.Second):
-			t.Fatal("Lead did not return")
-			return nil
-		}
+		once.Do(func() {
+			close(drainCh)
+			select {
+			case err = <-done:
+			case <-time.After(20 * time.Second):
+				t.Error("Lead did not return")
+			}
+		})
+		return err
 	}
 	t.Cleanup(func() { cancel(); _ = stop() })
 	return cancel, stop
