@@ -8,7 +8,7 @@ LDFLAGS := -s -w -X github.com/leasecron/leasecron/internal/version.Version=$(VE
 # Test packages share two cores and start real servers; keep them from piling up.
 TESTFLAGS ?= -count=1 -p 2 -timeout 30m
 
-.PHONY: help build run test test-deps lint clean
+.PHONY: help build run test test-deps tools lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -19,11 +19,14 @@ build: ## build bin/leasecron (static, as the Dockerfile builds it)
 run: build ## run a local controller: file-lock election, SQLite in ./leasecron.db
 	./$(BIN) run --mode filelock --lock-file leasecron.lock --database-dsn sqlite://leasecron.db --http-addr 127.0.0.1:8080
 
-test: test-deps ## run every test (starts its own MariaDB and PostgreSQL)
+test: test-deps tools ## run every test (starts its own MariaDB, PostgreSQL and Kubernetes control plane)
 	$(GO) test $(TESTFLAGS) ./...
 
 test-deps: ## install the database servers the tests start, if missing (Debian; needs root)
 	@hack/install-test-deps.sh
+
+tools: ## build the test control plane (etcd, kube-apiserver, kube-controller-manager, kubectl, helm) into .cache/tools/bin, if missing
+	@hack/tools/build.sh
 
 lint: ## go vet and gofmt
 	$(GO) vet ./...
