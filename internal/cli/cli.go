@@ -84,7 +84,7 @@ leader schedules, and a ledger in the database guards every slot.`,
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		return applyEnv(cmd.Flags())
 	}
-	root.AddCommand(newRunCmd(), newOnceCmd(), newBackfillCmd(), newStatusCmd(), newVerifyCmd(), newMigrateCmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newOnceCmd(), newBackfillCmd(), newStatusCmd(), newVerifyCmd(), newMigrateCmd(), newDedupeCmd(), newVersionCmd())
 	return root
 }
 

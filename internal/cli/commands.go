@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -419,6 +420,97 @@ func newMigrateCmd() *cobra.Command {
 	db.addFlags(cmd.Flags())
 	lg.addFlags(cmd.Flags())
 	return cmd
+}
+
+func newDedupeCmd() *cobra.Command {
+	var (
+		db    dbOptions
+		lg    logOptions
+		apply bool
+	)
+	cmd := &cobra.Command{
+		Use:   "dedupe",
+		Short: "Merge duplicate dates in the statistics tables (a dry run unless --apply)",
+		Long: `Find the dates that hold more than one row in a statistics table, as the
+lock-file setup leasecron replaces left them, and keep one row per date: the
+lowest id, with the counts of the removed rows added to it, so no count is
+lost. Without --apply nothing is changed; with it every table is merged in
+one transaction. Then 'leasecron migrate' can add the unique keys.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := lg.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			dsn, err := db.parse(cmd.Flags())
+			if err != nil {
+				return err
+			}
+			gdb, err := db.open(cmd.Context(), dsn, false, log)
+			if err != nil {
+				return err
+			}
+			defer model.Close(gdb)
+			reports, err := model.Dedupe(cmd.Context(), gdb, apply)
+			if err != nil {
+				return fmt.Errorf("dedupe %s: %w", dsn, dsn.Scrub(err))
+			}
+			printDedupe(cmd.OutOrStdout(), reports, apply)
+			return nil
+		},
+	}
+	db.addFlags(cmd.Flags())
+	lg.addFlags(cmd.Flags())
+	cmd.Flags().BoolVar(&apply, "apply", false, "change the tables (default: only show what would change)")
+	return cmd
+}
+
+// printDedupe prints one line per table, the first merges of each, and what
+// to do next.
+func printDedupe(w io.Writer, reports []model.DedupeReport, applied bool) {
+	const show = 5
+	rows := 0
+	for _, r := range reports {
+		rows += r.Rows()
+		if len(r.Merges) == 0 {
+			fmt.Fprintf(w, "%s: no duplicate dates\n", r.Table)
+			continue
+		}
+		verb := "to remove"
+		if applied {
+			verb = "removed"
+		}
+		fmt.Fprintf(w, "%s: %d dates with more than one row, %d rows %s\n", r.Table, len(r.Merges), r.Rows(), verb)
+		for _, m := range r.Merges[:min(len(r.Merges), show)] {
+			fmt.Fprintf(w, "  %s: keep id %d, count %s -> %s, remove ids %s\n", m.Date, m.Keep, countText(m.Before), countText(m.After), idsText(m.Remove))
+		}
+		if n := len(r.Merges); n > show {
+			fmt.Fprintf(w, "  and %d more dates\n", n-show)
+		}
+	}
+	switch {
+	case rows == 0:
+		fmt.Fprintln(w, "nothing to do")
+	case applied:
+		fmt.Fprintf(w, "merged: %d rows removed, their counts kept; run 'leasecron migrate' next\n", rows)
+	default:
+		fmt.Fprintln(w, "dry run: nothing changed; run 'leasecron dedupe --apply' to merge them")
+	}
+}
+
+func countText(c *int64) string {
+	if c == nil {
+		return "NULL"
+	}
+	return strconv.FormatInt(*c, 10)
+}
+
+func idsText(ids []int64) string {
+	parts := make([]string, len(ids))
+	for i, id := range ids {
+		parts[i] = strconv.FormatInt(id, 10)
+	}
+	return strings.Join(parts, ",")
 }
 
 func newVersionCmd() *cobra.Command {

@@ -1,10 +1,14 @@
 package cli
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/leasecron/leasecron/internal/testenv"
+	"github.com/leasecron/leasecron/pkg/model"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -58,5 +62,78 @@ func TestManualCommands(t *testing.T) {
 				t.Fatalf("status shows %d succeeded runs with --limit 3:\n%s", n, out)
 			}
 		})
+	}
+}
+
+// TestLegacyDatabaseDedupe walks an operator through adopting the old
+// application's MariaDB database, six rows per date: migrate refuses and
+// names the fix, verify lists the duplicates, dedupe shows and then merges
+// them, and afterwards migrate succeeds and verify is clean.
+func TestLegacyDatabaseDedupe(t *testing.T) {
+	dsn := testenv.DSN(t, "mysql")
+	loadLegacy(t, dsn, 30, 6)
+	db := []string{"--database-dsn", dsn, "--log-level", "error"}
+	run := func(want int, args ...string) (string, string) {
+		t.Helper()
+		code, stdout, stderr := execute(t, nil, append(args, db...)...)
+		if code != want {
+			t.Fatalf("%v: exit %d, want %d\nstdout: %s\nstderr: %s", args, code, want, stdout, stderr)
+		}
+		return stdout, stderr
+	}
+	_, stderr := run(ExitFailure, "migrate")
+	if !strings.Contains(stderr, "holds 30 dates with more than one row") || !strings.Contains(stderr, "leasecron dedupe") {
+		t.Fatalf("migrate on duplicates said %q", stderr)
+	}
+	out, _ := run(ExitFailure, "verify")
+	if !strings.Contains(out, "visit_statistics: 30 duplicate dates: 2019-06-01 (6 rows)") {
+		t.Fatalf("verify did not list the duplicates:\n%s", out)
+	}
+	out, _ = run(ExitOK, "dedupe")
+	if !strings.Contains(out, "dry run: nothing changed") || !strings.Contains(out, "contribute: 30 dates with more than one row, 150 rows to remove") {
+		t.Fatalf("dedupe dry run:\n%s", out)
+	}
+	if out2, _ := run(ExitOK, "dedupe"); out2 != out {
+		t.Fatalf("a dry run changed something: second run differs:\n%s", out2)
+	}
+	out, _ = run(ExitOK, "dedupe", "--apply")
+	if !strings.Contains(out, "merged: 600 rows removed") {
+		t.Fatalf("dedupe --apply:\n%s", out)
+	}
+	run(ExitOK, "migrate")
+	out, _ = run(ExitOK, "verify")
+	if !strings.Contains(out, "checking 2019-06-01 to 2019-06-30") || strings.Count(out, ": ok") != 4 {
+		t.Fatalf("verify after dedupe:\n%s", out)
+	}
+}
+
+// loadLegacy creates the old application's tables from the shared fixture
+// and fills them with copies rows (count 1 each) for each of days dates.
+func loadLegacy(t *testing.T, raw string, days, copies int) {
+	t.Helper()
+	dsn, err := model.ParseDSN(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := model.Open(context.Background(), dsn, 10*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer model.Close(db)
+	for _, stmt := range testenv.SQLStatements(t, "../../pkg/model/testdata/legacy-schema-mariadb.sql") {
+		if err := db.Exec(stmt).Error; err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	for _, s := range model.Stats() {
+		var vals []string
+		for d := 0; d < days; d++ {
+			for c := 0; c < copies; c++ {
+				vals = append(vals, fmt.Sprintf("('%s', 1)", model.Date{Year: 2019, Month: 6, Day: 1}.AddDays(d)))
+			}
+		}
+		if err := db.Exec("INSERT INTO " + s.Table + " (date, " + s.CountColumn + ") VALUES " + strings.Join(vals, ", ")).Error; err != nil {
+			t.Fatal(err)
+		}
 	}
 }

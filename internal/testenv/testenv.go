@@ -40,6 +40,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -298,4 +299,27 @@ func shutdown() {
 		}
 		reg.baseLock.Close()
 	}
+}
+
+// SQLStatements reads a SQL script such as a schema fixture and splits it
+// into statements: on semicolons, without the lines that are comments.
+func SQLStatements(t testing.TB, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	var stmts []string
+	for _, s := range strings.Split(string(b), ";") {
+		var kept []string
+		for _, line := range strings.Split(s, "\n") {
+			if !strings.HasPrefix(strings.TrimSpace(line), "--") {
+				kept = append(kept, line)
+			}
+		}
+		if s := strings.TrimSpace(strings.Join(kept, "\n")); s != "" {
+			stmts = append(stmts, s)
+		}
+	}
+	return stmts
 }

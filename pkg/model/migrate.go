@@ -18,7 +18,7 @@ type DuplicateDatesError struct {
 
 func (e *DuplicateDatesError) Error() string {
 	return fmt.Sprintf("table %s holds %d dates with more than one row, so the unique key on date cannot be added: "+
-		"run 'leasecron verify' to list them, remove the extra rows, then migrate again", e.Table, e.Dates)
+		"run 'leasecron verify' to list them and 'leasecron dedupe' to merge them (a dry run; add --apply to change anything), then migrate again", e.Table, e.Dates)
 }
 
 // Migrate creates the tables leasecron needs and adopts existing ones: it adds

@@ -3,7 +3,6 @@ package model
 import (
 	"context"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -36,21 +35,7 @@ func legacySchema(t *testing.T, db *gorm.DB, dialect string) {
 	var stmts []string
 	switch dialect {
 	case "mysql":
-		b, err := os.ReadFile("testdata/legacy-schema-mariadb.sql")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, s := range strings.Split(string(b), ";") {
-			var kept []string
-			for _, line := range strings.Split(s, "\n") {
-				if !strings.HasPrefix(strings.TrimSpace(line), "--") {
-					kept = append(kept, line)
-				}
-			}
-			if s := strings.TrimSpace(strings.Join(kept, "\n")); s != "" {
-				stmts = append(stmts, s)
-			}
-		}
+		stmts = testenv.SQLStatements(t, "testdata/legacy-schema-mariadb.sql")
 	default:
 		id := "id INTEGER PRIMARY KEY AUTOINCREMENT"
 		if dialect == "postgres" {
