@@ -57,10 +57,13 @@ func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	var ue usageError
 	code := ExitFailure
-	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
-		code = ExitUsage
-	}
 	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	if errors.As(err, &ue) {
+		code = ExitUsage
+	} else if strings.HasPrefix(msg, "unknown command") {
+		code = ExitUsage
+		msg += ": run 'leasecron --help' for the commands"
+	}
 	fmt.Fprintf(stderr, "leasecron: %s\n", msg)
 	return code
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,6 +39,7 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"invalid cron", nil, []string{"run", "--schedule", "daily-stats=61 * * * * *"}, `cron expression "61 * * * * *" is not valid`},
 		{"cron never fires", nil, []string{"run", "--schedule", "daily-stats=0 0 0 30 2 *"}, "never fires"},
+		{"schedule with its own zone", nil, []string{"run", "--schedule", "daily-stats=TZ=UTC @daily"}, "sets its own time zone: remove the prefix and use --timezone"},
 		{"schedule not JOB=EXPR", nil, []string{"run", "--schedule", "@daily"}, "is not JOB=EXPR"},
 		{"unknown job in schedule", nil, []string{"run", "--schedule", "weekly-report=@weekly"}, `unknown job "weekly-report": known jobs are daily-stats`},
 		{"unknown time zone", nil, []string{"run", "--timezone", "Mars/Olympus"}, `--timezone "Mars/Olympus" is not a known time zone`},
@@ -61,7 +63,7 @@ func TestBadInput(t *testing.T) {
 		{"bad log format", nil, []string{"run", "--log-format", "xml"}, `--log-format "xml" is not valid`},
 		{"bad log level", nil, []string{"run", "--log-level", "loud"}, `--log-level "loud" is not valid`},
 		{"unknown flag", nil, []string{"run", "--frobnicate"}, "unknown flag: --frobnicate"},
-		{"unknown command", nil, []string{"frobnicate"}, `unknown command "frobnicate"`},
+		{"unknown command", nil, []string{"frobnicate"}, `unknown command "frobnicate" for "leasecron": run 'leasecron --help' for the commands`},
 		{"bad env value", map[string]string{"LEASECRON_JOB_TIMEOUT": "soon"}, []string{"run"}, "environment variable LEASECRON_JOB_TIMEOUT is not valid for --job-timeout"},
 		{"bad env schedule", map[string]string{"LEASECRON_SCHEDULE": "daily-stats=every day"}, []string{"run"}, `cron expression "every day" is not valid`},
 		{"once unknown job", nil, []string{"once", "weekly-report"}, `unknown job "weekly-report"`},
@@ -154,5 +156,25 @@ func TestVersion(t *testing.T) {
 	code, stdout, _ := execute(t, nil, "version")
 	if code != ExitOK || !strings.HasPrefix(stdout, "leasecron ") {
 		t.Fatalf("version: %d %q", code, stdout)
+	}
+}
+
+func TestHTTPPortInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dir := t.TempDir()
+	code, _, stderr := execute(t, nil, "run", "--mode", "filelock", "--lock-file", filepath.Join(dir, "x.lock"),
+		"--database-dsn", "sqlite://"+filepath.Join(dir, "x.db"), "--http-addr", ln.Addr().String(), "--log-level", "error")
+	if code != ExitUsage {
+		t.Fatalf("exit code %d, want 2; stderr: %s", code, stderr)
+	}
+	if want := "cannot listen on --http-addr " + ln.Addr().String() + ": address already in use"; !strings.Contains(lastLine(stderr), want) {
+		t.Fatalf("stderr = %q, want a line containing %q", stderr, want)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("wrote %v", entries)
 	}
 }
