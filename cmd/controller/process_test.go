@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -267,4 +268,83 @@ func holders(runs []model.JobRun) string {
 		parts = append(parts, fmt.Sprintf("%s=%d", h, n))
 	}
 	return strings.Join(parts, " ")
+}
+
+// TestDatabaseOutage stops MariaDB for 20 seconds under a per-second
+// schedule: the leader's /readyz fails while the database is away and
+// recovers after, the slot that met the outage is retried until it commits,
+// the slots that came due meanwhile are caught up, and every slot still runs
+// exactly once.
+func TestDatabaseOutage(t *testing.T) {
+	const outage = 20 * time.Second
+	srv := testenv.MySQLServer(t)
+	dsn := testenv.DSN(t, "mysql")
+	dir := t.TempDir()
+	f := newFleet(t)
+	args := []string{"run", "--mode", "filelock", "--lock-file", filepath.Join(dir, "leasecron.lock"),
+		"--database-dsn", dsn, "--schedule", "daily-stats=* * * * * *", "--timezone", "UTC",
+		"--http-addr", "127.0.0.1:0", "--log-format", "json", "--shutdown-grace-period", "5s"}
+	addr := map[string]string{}
+	for _, n := range []string{"p1", "p2"} { // p1 leads: it starts first, p2 waits for its lock
+		f.start(n, args...)
+		e := f.await(60*time.Second, n+"'s http address", func(e event) bool { return e.proc == n && e.msg == "http server listening" })
+		addr[n] = fmt.Sprint(e.attrs["addr"])
+		if n == "p1" {
+			f.await(60*time.Second, "p1 to lead", func(e event) bool { return e.proc == n && e.msg == "leading" })
+		}
+	}
+	const leaderName = "p1"
+	f.await(30*time.Second, "a slot", func(e event) bool { return e.msg == "slot succeeded" })
+
+	ready := func(n string) bool {
+		c := http.Client{Timeout: 5 * time.Second}
+		resp, err := c.Get("http://" + addr[n] + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+	awaitReady := func(n string, want bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for ready(n) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("/readyz of %s never became %v", n, want)
+			}
+			time.Sleep(100 * time.Millisecond) // polling a condition, not standing in for it
+		}
+	}
+
+	ctx := context.Background()
+	if err := srv.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	awaitReady(leaderName, false)
+	f.await(30*time.Second, "a failed attempt", func(e event) bool { return e.msg == "slot attempt failed, retrying" })
+	time.Sleep(time.Until(stopped.Add(outage))) // the outage itself: how long the database stays away
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+	awaitReady(leaderName, true)
+	t.Logf("database away for %s; /readyz recovered %s after the restart", restarted.Sub(stopped).Round(time.Millisecond), time.Since(restarted).Round(time.Millisecond))
+	f.await(60*time.Second, "a slot after the outage", func(e event) bool {
+		if e.msg != "slot succeeded" {
+			return false
+		}
+		s, _ := time.Parse(time.RFC3339, fmt.Sprint(e.attrs["slot"]))
+		return s.After(restarted.Add(time.Second))
+	})
+	for _, p := range f.procs {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for n, p := range f.procs {
+		<-p.done
+		if c := p.cmd.ProcessState.ExitCode(); c != 0 {
+			t.Errorf("%s exited %d after SIGTERM, want 0", n, c)
+		}
+	}
+	checkExactlyOnce(t, dsn)
 }
