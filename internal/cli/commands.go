@@ -40,11 +40,7 @@ type manualRun struct {
 
 // prepare validates the job and flags, then opens and migrates the database.
 func (o *manualOptions) prepare(cmd *cobra.Command, job, verb string, check func(*jobs.Schedule, *time.Location) error) (*manualRun, error) {
-	log, err := o.log.logger(cmd.ErrOrStderr())
-	if err != nil {
-		return nil, err
-	}
-	dsn, err := o.db.parse(cmd.Flags())
+	log, dsn, err := setup(cmd, &o.db, &o.log)
 	if err != nil {
 		return nil, err
 	}
@@ -205,11 +201,7 @@ func newStatusCmd() *cobra.Command {
 		Short: "Show who leads, the recent runs and the next slots",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := lg.logger(cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			dsn, err := db.parse(cmd.Flags())
+			log, dsn, err := setup(cmd, &db, &lg)
 			if err != nil {
 				return err
 			}
@@ -290,11 +282,7 @@ with no row between --from and --to (default: the earliest and latest dates any
 table holds). Exits 1 when it finds either.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := lg.logger(cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			dsn, err := db.parse(cmd.Flags())
+			log, dsn, err := setup(cmd, &db, &lg)
 			if err != nil {
 				return err
 			}
@@ -400,11 +388,7 @@ func newMigrateCmd() *cobra.Command {
 		Short: "Create or adopt the database tables (run also does this at start-up)",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := lg.logger(cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			dsn, err := db.parse(cmd.Flags())
+			log, dsn, err := setup(cmd, &db, &lg)
 			if err != nil {
 				return err
 			}
@@ -438,11 +422,7 @@ lost. Without --apply nothing is changed; with it every table is merged in
 one transaction. Then 'leasecron migrate' can add the unique keys.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := lg.logger(cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			dsn, err := db.parse(cmd.Flags())
+			log, dsn, err := setup(cmd, &db, &lg)
 			if err != nil {
 				return err
 			}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"gorm.io/gorm"
 
@@ -26,6 +27,20 @@ func (o *dbOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.dsn, "database-dsn", model.DefaultDSN, "database DSN: sqlite://PATH, mysql://USER:PASS@HOST:PORT/DB or postgres://USER:PASS@HOST:PORT/DB")
 	fs.StringVar(&o.dsnFile, "database-dsn-file", "", "read the database DSN from this file (a mounted Secret); overrides --database-dsn")
 	fs.DurationVar(&o.connectTimeout, "database-connect-timeout", time.Minute, "how long to retry an unreachable database at start-up before giving up")
+}
+
+// setup builds the logger and parses the DSN: what every command that uses
+// the database checks first, before anything is opened.
+func setup(cmd *cobra.Command, db *dbOptions, lg *logOptions) (*slog.Logger, model.DSN, error) {
+	log, err := lg.logger(cmd.ErrOrStderr())
+	if err != nil {
+		return nil, model.DSN{}, err
+	}
+	dsn, err := db.parse(cmd.Flags())
+	if err != nil {
+		return nil, model.DSN{}, err
+	}
+	return log, dsn, nil
 }
 
 // parse resolves and parses the DSN without connecting.
