@@ -164,16 +164,9 @@ func newBackfillCmd() *cobra.Command {
 				return err
 			}
 			defer r.close()
-			counts := map[jobs.Outcome]int{}
-			for _, slot := range slots {
-				out, err := r.sched.RunSlot(cmd.Context(), jobs.Fence{}, job, slot, time.Now().Add(o.jobTimeout))
-				counts[out]++
-				if err != nil {
-					fmt.Fprintf(cmd.ErrOrStderr(), "%s %s: %v\n", job, slot.In(r.loc).Format(time.RFC3339), err)
-				}
-				if cmd.Context().Err() != nil {
-					break
-				}
+			counts, err := r.sched.RunSlots(cmd.Context(), jobs.Fence{}, job, slots, time.Now().Add(o.jobTimeout))
+			if err != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "backfill %s stopped: %v\n", job, err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d slots from %s to %s: %d succeeded, %d already done, %d failed\n",
 				job, len(slots), from, to, counts[jobs.Succeeded], counts[jobs.Skipped], counts[jobs.Failed])

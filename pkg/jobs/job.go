@@ -23,6 +23,14 @@ type Job interface {
 	Run(ctx context.Context, tx *gorm.DB, slot time.Time) error
 }
 
+// BatchJob is a Job that can also run many slots at once, in one
+// transaction, as backfill does. RunBatch must do what Run would do for each
+// slot.
+type BatchJob interface {
+	Job
+	RunBatch(ctx context.Context, tx *gorm.DB, slots []time.Time) error
+}
+
 // Registry maps job names to jobs.
 type Registry map[string]Job
 
@@ -59,26 +67,46 @@ func (*DailyStats) DefaultSchedule() string { return "50 0 0 * * *" }
 
 // Run implements Job.
 func (j *DailyStats) Run(ctx context.Context, tx *gorm.DB, slot time.Time) error {
-	date := model.DateOf(slot.In(j.Location))
+	return j.RunBatch(ctx, tx, []time.Time{slot})
+}
+
+// RunBatch implements BatchJob: one insert-if-absent statement per table for
+// all the slots' dates.
+func (j *DailyStats) RunBatch(ctx context.Context, tx *gorm.DB, slots []time.Time) error {
+	var dates []model.Date
+	for _, s := range slots {
+		if d := model.DateOf(s.In(j.Location)); !slices.Contains(dates, d) {
+			dates = append(dates, d)
+		}
+	}
 	zero := 0
-	rows := []any{
-		&model.Contribute{Date: date, ContributeCounts: &zero},
-		&model.VisitStatistics{Date: date, Times: &zero},
-		&model.LikeStatistics{Date: date, Times: &zero},
-		&model.CommentStatistics{Date: date, Times: &zero},
+	var (
+		contribute = make([]model.Contribute, len(dates))
+		visits     = make([]model.VisitStatistics, len(dates))
+		likes      = make([]model.LikeStatistics, len(dates))
+		comments   = make([]model.CommentStatistics, len(dates))
+	)
+	for i, d := range dates {
+		contribute[i] = model.Contribute{Date: d, ContributeCounts: &zero}
+		visits[i] = model.VisitStatistics{Date: d, Times: &zero}
+		likes[i] = model.LikeStatistics{Date: d, Times: &zero}
+		comments[i] = model.CommentStatistics{Date: d, Times: &zero}
 	}
 	ifAbsent := clause.OnConflict{Columns: []clause.Column{{Name: "date"}}, DoNothing: true}
-	for _, r := range rows {
-		if err := tx.WithContext(ctx).Clauses(ifAbsent).Create(r).Error; err != nil {
-			return fmt.Errorf("insert %s for %s: %w", tableOf(r), date, err)
+	for _, t := range []struct {
+		name string
+		rows any
+	}{{"contribute", &contribute}, {"visit_statistics", &visits}, {"like_statistics", &likes}, {"comment_statistics", &comments}} {
+		if err := tx.WithContext(ctx).Clauses(ifAbsent).Create(t.rows).Error; err != nil {
+			return fmt.Errorf("insert %s for %s: %w", t.name, dateRange(dates), err)
 		}
 	}
 	return nil
 }
 
-func tableOf(v any) string {
-	if t, ok := v.(interface{ TableName() string }); ok {
-		return t.TableName()
+func dateRange(dates []model.Date) string {
+	if len(dates) == 1 {
+		return dates[0].String()
 	}
-	return fmt.Sprintf("%T", v)
+	return fmt.Sprintf("%d dates from %s to %s", len(dates), dates[0], dates[len(dates)-1])
 }

@@ -225,3 +225,69 @@ func takeOne(q *gorm.DB, dst any) (bool, error) {
 	}
 	return err == nil, err
 }
+
+// errBatchNeedsSlotPath means a batch met a slot that is not simply new or
+// done (running elsewhere, or failed before): the caller runs the batch's
+// slots one by one instead, where each such case has its own rule.
+var errBatchNeedsSlotPath = errors.New("a slot in the batch has a running or failed ledger row")
+
+// CompleteBatch runs work for every slot of job in slots that has no ledger
+// row yet and records them all as succeeded, in one transaction with the
+// fence checked first. Slots already succeeded are skipped and returned as
+// done. If any slot has a running or failed row, nothing is done and the
+// error wraps errBatchNeedsSlotPath.
+func (l *Ledger) CompleteBatch(ctx context.Context, f Fence, job string, slots []time.Time, work func(tx *gorm.DB, todo []time.Time) error) (done []time.Time, err error) {
+	utc := make([]time.Time, len(slots))
+	for i, s := range slots {
+		utc[i] = s.UTC()
+	}
+	err = l.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		done = done[:0]
+		if err := checkTerm(tx, f); err != nil {
+			return err
+		}
+		var rows []model.JobRun
+		q := tx
+		if tx.Dialector.Name() != model.SQLite {
+			q = q.Clauses(clause.Locking{Strength: "UPDATE"})
+		}
+		if err := q.Where("job = ? AND slot IN ?", job, utc).Find(&rows).Error; err != nil {
+			return fmt.Errorf("read ledger rows: %w", err)
+		}
+		have := make(map[int64]bool, len(rows))
+		for _, r := range rows {
+			if r.Status != model.StatusSucceeded {
+				return fmt.Errorf("%w: %s is %s", errBatchNeedsSlotPath, r.Slot.UTC().Format(time.RFC3339), r.Status)
+			}
+			have[r.Slot.UTC().UnixNano()] = true
+		}
+		var todo []time.Time
+		for i, s := range utc {
+			if have[s.UnixNano()] {
+				done = append(done, slots[i])
+			} else {
+				todo = append(todo, slots[i])
+			}
+		}
+		if len(todo) == 0 {
+			return nil
+		}
+		if err := work(tx, todo); err != nil {
+			return err
+		}
+		now := l.now().UTC()
+		runs := make([]model.JobRun, len(todo))
+		for i, s := range todo {
+			runs[i] = model.JobRun{Job: job, Slot: s.UTC(), Status: model.StatusSucceeded, Holder: l.holder, Fence: f.Term,
+				Attempts: 1, StartedAt: &now, FinishedAt: &now}
+		}
+		if err := tx.Create(&runs).Error; err != nil {
+			return fmt.Errorf("insert ledger rows: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("run %s slots %s to %s: %w", job, utc[0].Format(time.RFC3339), utc[len(utc)-1].Format(time.RFC3339), err)
+	}
+	return done, nil
+}

@@ -407,3 +407,56 @@ func (s *Scheduler) attempt(ctx context.Context, fence Fence, job Job, slot time
 	}
 	return Failed, err
 }
+
+// BatchSize is how many slots RunSlots puts in one transaction.
+const BatchSize = 200
+
+// RunSlots runs job's slots, oldest first, through the ledger under fence,
+// as backfill does, and counts the outcomes. A job that implements BatchJob
+// runs up to BatchSize new slots per transaction; a batch that fails, or that
+// meets a slot running elsewhere or failed before, is run slot by slot with
+// RunSlot's retries instead. It stops early only when ctx ends.
+func (s *Scheduler) RunSlots(ctx context.Context, fence Fence, name string, slots []time.Time, deadline time.Time) (map[Outcome]int, error) {
+	job := s.opts.Jobs[name]
+	if job == nil {
+		return nil, fmt.Errorf("unknown job %q", name)
+	}
+	counts := map[Outcome]int{}
+	batch, _ := job.(BatchJob)
+	for len(slots) > 0 && ctx.Err() == nil {
+		chunk := slots[:min(BatchSize, len(slots))]
+		slots = slots[len(chunk):]
+		if batch != nil {
+			start := s.opts.Clock.Now()
+			done, err := s.ledger.CompleteBatch(ctx, fence, name, chunk, func(tx *gorm.DB, todo []time.Time) error {
+				return batch.RunBatch(ctx, tx, todo)
+			})
+			if err == nil {
+				ran := len(chunk) - len(done)
+				counts[Succeeded] += ran
+				counts[Skipped] += len(done)
+				s.opts.Log.Info("slots succeeded", "job", name, "slots", ran, "skipped", len(done), "duration", s.opts.Clock.Since(start))
+				if m := s.opts.Metrics; m != nil {
+					m.Runs.WithLabelValues(name, metrics.ResultSucceeded).Add(float64(ran))
+					m.Runs.WithLabelValues(name, metrics.ResultSkipped).Add(float64(len(done)))
+				}
+				continue
+			}
+			if errors.Is(err, ErrFenced) || ctx.Err() != nil {
+				return counts, err
+			}
+			s.opts.Log.Debug("running the batch slot by slot", "job", name, "reason", err)
+		}
+		for _, slot := range chunk {
+			out, err := s.runSlot(ctx, nil, fence, job, slot, deadline)
+			counts[out]++
+			if err != nil {
+				if errors.Is(err, ErrFenced) || ctx.Err() != nil {
+					return counts, err
+				}
+				s.opts.Log.Warn("slot not run", "job", name, "slot", slot, "err", err)
+			}
+		}
+	}
+	return counts, ctx.Err()
+}
