@@ -8,16 +8,18 @@ import (
 	"sync"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/utils/clock"
 )
 
 // LeaseConfig configures a Lease elector. Durations left zero take the
 // defaults client-go's examples use.
 type LeaseConfig struct {
-	// Client reaches the coordination.k8s.io API.
+	// Client reaches the coordination.k8s.io API: get, create and update
+	// the Lease, and list and watch it (selecting metadata.name) so that a
+	// follower notices a release at once (see the package comment).
 	Client coordinationv1client.LeasesGetter
 	// Namespace and Name locate the Lease.
 	Namespace, Name string
@@ -33,6 +35,11 @@ type LeaseConfig struct {
 	RetryPeriod time.Duration
 	// Events, if set, records leadership changes as Kubernetes Events.
 	Events resourcelock.EventRecorder
+	// ForbiddenTimeout is how long a follower keeps trying while the API
+	// server answers every request on the Lease with 403 Forbidden before
+	// Run gives up and returns the error. Default 1m (DefaultForbiddenTimeout);
+	// negative: never give up.
+	ForbiddenTimeout time.Duration
 	// Log receives leadership changes.
 	Log *slog.Logger
 }
@@ -42,6 +49,9 @@ const (
 	DefaultLeaseDuration = 15 * time.Second
 	DefaultRenewDeadline = 10 * time.Second
 	DefaultRetryPeriod   = 2 * time.Second
+
+	// DefaultForbiddenTimeout is the default LeaseConfig.ForbiddenTimeout.
+	DefaultForbiddenTimeout = time.Minute
 )
 
 // ValidateTimings checks client-go's invariants: every duration positive and
@@ -62,10 +72,14 @@ func ValidateTimings(lease, renew, retry time.Duration) error {
 	return nil
 }
 
-// Lease elects the holder of a coordination.k8s.io Lease.
+// Lease elects the holder of a coordination.k8s.io Lease with client-go's
+// LeaderElector; while following it also watches the Lease and takes a
+// released one at once (see the package comment).
 type Lease struct {
 	cfg     LeaseConfig
 	healthz *leaderelection.HealthzAdaptor
+	clock   clock.PassiveClock // times ForbiddenTimeout; a fake in tests
+	onLock  func(*leaseLock)   // tests: observe the lock Run builds
 }
 
 // NewLease validates cfg and returns a Lease elector.
@@ -78,6 +92,9 @@ func NewLease(cfg LeaseConfig) (*Lease, error) {
 	}
 	if cfg.RetryPeriod == 0 {
 		cfg.RetryPeriod = DefaultRetryPeriod
+	}
+	if cfg.ForbiddenTimeout == 0 {
+		cfg.ForbiddenTimeout = DefaultForbiddenTimeout
 	}
 	if err := ValidateTimings(cfg.LeaseDuration, cfg.RenewDeadline, cfg.RetryPeriod); err != nil {
 		return nil, err
@@ -95,7 +112,7 @@ func NewLease(cfg LeaseConfig) (*Lease, error) {
 	}
 	// A leader that has not renewed for this long past its lease reports
 	// unhealthy, so the kubelet restarts it.
-	return &Lease{cfg: cfg, healthz: leaderelection.NewLeaderHealthzAdaptor(cfg.RenewDeadline)}, nil
+	return &Lease{cfg: cfg, healthz: leaderelection.NewLeaderHealthzAdaptor(cfg.RenewDeadline), clock: clock.RealClock{}}, nil
 }
 
 // Identity implements Elector.
@@ -108,6 +125,9 @@ func (l *Lease) Scope() string { return "lease:" + l.cfg.Namespace + "/" + l.cfg
 func (l *Lease) Healthy() error { return l.healthz.Check(nil) }
 
 // Run implements Elector. The lease is released only after lead returns.
+// A follower refused with 403 Forbidden on every request for
+// ForbiddenTimeout returns that error (apierrors.IsForbidden holds; the
+// message names the verb and the Lease) instead of waiting forever.
 func (l *Lease) Run(ctx context.Context, lead func(context.Context) error) error {
 	log := l.cfg.Log.With("lease", l.cfg.Namespace+"/"+l.cfg.Name, "identity", l.cfg.Identity)
 	// The election runs on its own context, cancelled once lead has
@@ -115,18 +135,25 @@ func (l *Lease) Run(ctx context.Context, lead func(context.Context) error) error
 	// makes client-go release the lease.
 	election, stopElection := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopElection()
+	// The watch lives while this process follows.
+	following, stopFollowing := context.WithCancel(election)
+	defer stopFollowing()
 
 	var (
 		mu      sync.Mutex
-		leading bool
 		lost    bool
 		leadErr error
 	)
 	leadDone := make(chan struct{})
-	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Namespace: l.cfg.Namespace, Name: l.cfg.Name},
-		Client:     l.cfg.Client,
-		LockConfig: resourcelock.ResourceLockConfig{Identity: l.cfg.Identity, EventRecorder: l.cfg.Events},
+	lock := &leaseLock{
+		client:    l.cfg.Client.Leases(l.cfg.Namespace),
+		namespace: l.cfg.Namespace, name: l.cfg.Name, identity: l.cfg.Identity,
+		events: l.cfg.Events, log: log, clock: l.clock, forbiddenTimeout: l.cfg.ForbiddenTimeout,
+		stop: stopElection, onAcquire: stopFollowing,
+		denied: map[string]bool{},
+	}
+	if l.onLock != nil {
+		l.onLock(lock)
 	}
 	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock:            lock,
@@ -138,9 +165,6 @@ func (l *Lease) Run(ctx context.Context, lead func(context.Context) error) error
 		WatchDog:        l.healthz,
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(leaderCtx context.Context) {
-				mu.Lock()
-				leading = true
-				mu.Unlock()
 				log.Info("acquired the lease: leading")
 				err := lead(leaderCtx)
 				mu.Lock()
@@ -151,8 +175,8 @@ func (l *Lease) Run(ctx context.Context, lead func(context.Context) error) error
 				close(leadDone)
 				stopElection()
 			},
-			// client-go calls this whether or not we ever led; Run below
-			// decides what happened.
+			// client-go calls this whenever its Run returns, whether or
+			// not we ever led; Run below decides what happened.
 			OnStoppedLeading: func() {},
 		},
 	})
@@ -161,29 +185,41 @@ func (l *Lease) Run(ctx context.Context, lead func(context.Context) error) error
 	}
 	l.healthz.SetLeaderElection(le)
 
+	go lock.watchLease(following, l.cfg.RetryPeriod)
 	go func() {
 		select {
 		case <-ctx.Done():
-			mu.Lock()
-			defer mu.Unlock()
-			if !leading {
-				stopElection() // stop waiting to acquire
-			}
+			lock.shutdown() // stop waiting to acquire, unless leading
 		case <-election.Done():
 		}
 	}()
 	log.Info("waiting for the lease")
-	le.Run(election)
+	for {
+		// Each pass is one client-go acquire loop (its first attempt is
+		// immediate). A wake-up from the watch ends the pass while it
+		// waits for its next RetryPeriod tick; once the lease is acquired
+		// the pass goes on renewing until lead returns or renewal fails.
+		attempt, cancelAttempt := context.WithCancel(election)
+		lock.beginAttempt(cancelAttempt)
+		le.Run(attempt)
+		cancelAttempt()
+		if lock.isAcquired() || election.Err() != nil {
+			break
+		}
+	}
+	stopFollowing()
 
-	mu.Lock()
-	led := leading
-	mu.Unlock()
-	if !led {
+	if !lock.isAcquired() {
+		if err := lock.fatalErr(); err != nil {
+			log.Error("giving up: this process is not allowed to take the lease", "err", err)
+			return err
+		}
 		return nil // shut down before ever leading
 	}
-	// Run returned: either lead finished and we released the lease, or
-	// renewal failed and client-go cancelled lead's context. Wait for lead
-	// either way, so no work outlives leadership.
+	// client-go's Run returned: either lead finished and we released the
+	// lease, or renewal failed and client-go cancelled lead's context. Wait
+	// for lead either way (client-go starts it whenever it acquired), so no
+	// work outlives leadership.
 	<-leadDone
 	mu.Lock()
 	defer mu.Unlock()

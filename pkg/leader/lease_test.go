@@ -3,16 +3,23 @@ package leader
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/leasecron/leasecron/pkg/jobs"
 	"github.com/leasecron/leasecron/pkg/model"
@@ -134,6 +141,15 @@ func TestLeaseReleasedOnlyAfterLeadReturns(t *testing.T) {
 
 func TestLeaseRenewFailureEndsLeadership(t *testing.T) {
 	c := newClient(t)
+	// Installed up front: the fake's reactor chain may not change while the
+	// elector uses it.
+	var failUpdates atomic.Bool
+	c.PrependReactor("update", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if failUpdates.Load() {
+			return true, nil, errors.New("apiserver unavailable")
+		}
+		return false, nil, nil
+	})
 	l := newLease(t, c, "a")
 	started := make(chan struct{})
 	done := make(chan error, 1)
@@ -147,9 +163,7 @@ func TestLeaseRenewFailureEndsLeadership(t *testing.T) {
 		})
 	}()
 	<-started
-	c.PrependReactor("update", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
-		return true, nil, errors.New("apiserver unavailable")
-	})
+	failUpdates.Store(true)
 	select {
 	case err := <-done:
 		if !errors.Is(err, ErrLeadershipLost) {
@@ -255,5 +269,352 @@ func TestTakeoverAndLowerFenceLoses(t *testing.T) {
 	}
 	if done, err := lb.Claim(ctx, fb, "daily-stats", slot); err != nil || done {
 		t.Fatalf("claim with the higher fence = %v, %v", done, err)
+	}
+}
+
+// logSink collects log records for assertions.
+type logSink struct {
+	mu   sync.Mutex
+	recs []slog.Record
+}
+
+func (s *logSink) Enabled(context.Context, slog.Level) bool { return true }
+func (s *logSink) Handle(_ context.Context, r slog.Record) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.recs = append(s.recs, r.Clone())
+	return nil
+}
+func (s *logSink) WithAttrs([]slog.Attr) slog.Handler { return s }
+func (s *logSink) WithGroup(string) slog.Handler      { return s }
+
+// count returns how many records at level mention every one of words (in
+// the message or an attribute).
+func (s *logSink) count(level slog.Level, words ...string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, r := range s.recs {
+		if r.Level != level {
+			continue
+		}
+		text := r.Message
+		r.Attrs(func(a slog.Attr) bool { text += " " + a.String(); return true })
+		ok := true
+		for _, w := range words {
+			ok = ok && strings.Contains(text, w)
+		}
+		if ok {
+			n++
+		}
+	}
+	return n
+}
+
+const watchingMsg = "watching the Lease for a release"
+
+// newSlowLease is a follower whose own poll is far too slow to matter in a
+// test: whatever it does within seconds, the watch made it do.
+func newSlowLease(t *testing.T, c *fake.Clientset, id string, log *slog.Logger) *Lease {
+	t.Helper()
+	l, err := NewLease(LeaseConfig{
+		Client: c.CoordinationV1(), Namespace: "ns", Name: "leasecron", Identity: id,
+		LeaseDuration: 5 * time.Minute, RenewDeadline: 2 * time.Minute, RetryPeriod: time.Minute,
+		Log: log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// ghostLease is held by a holder that is not running, for an hour.
+func ghostLease(t *testing.T, c *fake.Clientset, durationSeconds int32) {
+	t.Helper()
+	id, now := "ghost", metav1.NewMicroTime(time.Now())
+	if _, err := c.CoordinationV1().Leases("ns").Create(context.Background(), &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "leasecron"},
+		Spec: coordinationv1.LeaseSpec{
+			HolderIdentity: &id, LeaseDurationSeconds: &durationSeconds, AcquireTime: &now, RenewTime: &now,
+		},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runFollower runs l until the test ends; leads is closed when lead starts.
+func runFollower(t *testing.T, l *Lease) (leads <-chan struct{}, done <-chan error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	started, finished, exited := make(chan struct{}), make(chan error, 1), make(chan struct{})
+	go func() {
+		defer close(exited)
+		finished <- l.Run(ctx, func(context.Context) error { close(started); <-ctx.Done(); return nil })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			t.Error("Run did not return after shutdown")
+		}
+	})
+	return started, finished
+}
+
+// A follower whose next poll is a minute away takes over a lease at once when
+// the holder releases it (client-go's release: empty holder, duration 1s) or
+// when the Lease is deleted.
+func TestFollowerWakesOnReleaseAndDelete(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(*fake.Clientset) error
+	}{
+		{"released", func(c *fake.Clientset) error {
+			l, err := c.CoordinationV1().Leases("ns").Get(context.Background(), "leasecron", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			empty, one, now := "", int32(1), metav1.NewMicroTime(time.Now())
+			l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.RenewTime, l.Spec.AcquireTime = &empty, &one, &now, &now
+			_, err = c.CoordinationV1().Leases("ns").Update(context.Background(), l, metav1.UpdateOptions{})
+			return err
+		}},
+		{"deleted", func(c *fake.Clientset) error {
+			return c.CoordinationV1().Leases("ns").Delete(context.Background(), "leasecron", metav1.DeleteOptions{})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClient(t)
+			ghostLease(t, c, 3600)
+			sink := &logSink{}
+			b := newSlowLease(t, c, "b", slog.New(sink))
+			leads, _ := runFollower(t, b)
+			waitFor(t, "the follower's watch", func() bool { return sink.count(slog.LevelDebug, watchingMsg) > 0 })
+			select {
+			case <-leads:
+				t.Fatal("follower led while the ghost held the lease")
+			default:
+			}
+			if err := tc.change(c); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-leads:
+			case <-time.After(15 * time.Second):
+				t.Fatalf("follower did not take over the %s lease (its next poll is a minute away)", tc.name)
+			}
+			if h := holder(getLease(t, c)); h != "b" {
+				t.Fatalf("holder = %q, want b", h)
+			}
+		})
+	}
+}
+
+// While the watch is connected a follower reads the Lease from it: no GETs,
+// and a holder that stopped renewing still loses the lease after its
+// duration (client-go's expiry, judged on the watched copy).
+func TestFollowerReadsFromWatchAndTakesOverExpiredLease(t *testing.T) {
+	c := newClient(t)
+	ghostLease(t, c, 1)
+	var (
+		mu       sync.Mutex
+		watching bool
+		gets     int
+	)
+	c.PrependReactor("get", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if watching {
+			gets++
+		}
+		return false, nil, nil
+	})
+	sink := &logSink{}
+	b, err := NewLease(LeaseConfig{
+		Client: c.CoordinationV1(), Namespace: "ns", Name: "leasecron", Identity: "b",
+		LeaseDuration: 2 * time.Second, RenewDeadline: time.Second, RetryPeriod: 100 * time.Millisecond,
+		Log: slog.New(sink),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leads, _ := runFollower(t, b)
+	waitFor(t, "the follower's watch", func() bool { return sink.count(slog.LevelDebug, watchingMsg) > 0 })
+	mu.Lock()
+	watching = true
+	mu.Unlock()
+	select {
+	case <-leads:
+	case <-time.After(15 * time.Second):
+		t.Fatal("follower never took over the expired lease")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if gets != 0 {
+		t.Fatalf("follower sent %d GETs while its watch was connected, want 0", gets)
+	}
+}
+
+// When RBAC forbids list/watch the follower warns once and polls instead.
+func TestWatchForbiddenFallsBackToPolling(t *testing.T) {
+	c := newClient(t)
+	ghostLease(t, c, 3600)
+	var (
+		mu          sync.Mutex
+		lists, gets int
+	)
+	forbid := func(a k8stesting.Action) (bool, runtime.Object, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if a.GetVerb() == "list" {
+			lists++
+		}
+		return true, nil, apierrors.NewForbidden(coordinationv1.Resource("leases"), "", errors.New("RBAC: denied"))
+	}
+	c.PrependReactor("list", "leases", forbid)
+	c.PrependWatchReactor("leases", func(a k8stesting.Action) (bool, watch.Interface, error) {
+		_, _, err := forbid(a)
+		return true, nil, err
+	})
+	c.PrependReactor("get", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		gets++
+		return false, nil, nil
+	})
+	sink := &logSink{}
+	b, err := NewLease(LeaseConfig{
+		Client: c.CoordinationV1(), Namespace: "ns", Name: "leasecron", Identity: "b",
+		LeaseDuration: 2 * time.Second, RenewDeadline: time.Second, RetryPeriod: 50 * time.Millisecond,
+		Log: slog.New(sink),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leads, _ := runFollower(t, b)
+	waitFor(t, "three watch attempts and three polls", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return lists >= 3 && gets >= 3
+	})
+	if n := sink.count(slog.LevelWarn, "list/watch", "leases.coordination.k8s.io", "polling"); n != 1 {
+		t.Fatalf("%d warnings about the forbidden watch, want exactly 1", n)
+	}
+	released, one, now := "", int32(1), metav1.NewMicroTime(time.Now())
+	l := getLease(t, c)
+	l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.RenewTime = &released, &one, &now
+	if _, err := c.CoordinationV1().Leases("ns").Update(context.Background(), l, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-leads:
+	case <-time.After(15 * time.Second):
+		t.Fatal("polling follower never took over the released lease")
+	}
+}
+
+// A follower refused everything says which permission is missing, keeps
+// trying for ForbiddenTimeout (on a fake clock), then gives up with an error.
+func TestForbiddenFollowerGivesUp(t *testing.T) {
+	c := newClient(t)
+	var (
+		mu   sync.Mutex
+		gets int
+	)
+	c.PrependReactor("*", "leases", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if a.GetVerb() == "get" {
+			gets++
+		}
+		return true, nil, apierrors.NewForbidden(coordinationv1.Resource("leases"), "leasecron",
+			fmt.Errorf("User %q cannot %s resource \"leases\" in API group \"coordination.k8s.io\"", "nobody", a.GetVerb()))
+	})
+	c.PrependWatchReactor("leases", func(k8stesting.Action) (bool, watch.Interface, error) {
+		return true, nil, apierrors.NewForbidden(coordinationv1.Resource("leases"), "", errors.New("denied"))
+	})
+	sink := &logSink{}
+	b, err := NewLease(LeaseConfig{
+		Client: c.CoordinationV1(), Namespace: "ns", Name: "leasecron", Identity: "b",
+		LeaseDuration: time.Second, RenewDeadline: 600 * time.Millisecond, RetryPeriod: 50 * time.Millisecond,
+		Log: slog.New(sink),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := testingclock.NewFakeClock(time.Now())
+	b.clock = clk
+	_, done := runFollower(t, b)
+	waitFor(t, "three refused polls", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return gets >= 3
+	})
+	select {
+	case err := <-done:
+		t.Fatalf("Run gave up before ForbiddenTimeout: %v", err)
+	default:
+	}
+	if n := sink.count(slog.LevelError, "RBAC forbids get", "leases.coordination.k8s.io", "leasecron"); n != 1 {
+		t.Fatalf("%d errors naming the forbidden get on the lease, want exactly 1", n)
+	}
+	clk.Step(DefaultForbiddenTimeout)
+	select {
+	case err := <-done:
+		if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "forbids get") || !strings.Contains(err.Error(), "leases") {
+			t.Fatalf("Run = %v, want a Forbidden error naming get on leases", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run kept waiting after ForbiddenTimeout of 403s")
+	}
+}
+
+// Shutdown while an acquiring write is in flight waits for its outcome. Here
+// the write wins the lease, so lead runs on a live context and the lease is
+// released after lead returns: a process that shuts down never leaves a
+// lease held without knowing it led, and lead never starts on a dead context.
+func TestShutdownDuringAcquisitionWaitsForIt(t *testing.T) {
+	c := newClient(t)
+	entered, gate := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	c.PrependReactor("create", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+		once.Do(func() { close(entered); <-gate })
+		return false, nil, nil
+	})
+	l := newLease(t, c, "a")
+	var lock *leaseLock
+	l.onLock = func(k *leaseLock) { lock = k }
+	ctx, shutdown := context.WithCancel(context.Background())
+	leadCtxErr := make(chan error, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- l.Run(ctx, func(leaderCtx context.Context) error {
+			leadCtxErr <- leaderCtx.Err()
+			<-ctx.Done()
+			return nil
+		})
+	}()
+	<-entered
+	shutdown()
+	waitFor(t, "shutdown to be deferred until the create returns", func() bool {
+		lock.mu.Lock()
+		defer lock.mu.Unlock()
+		return lock.stopLater
+	})
+	close(gate)
+	select {
+	case err := <-leadCtxErr:
+		if err != nil {
+			t.Fatalf("lead started on a cancelled context: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the create won the lease but lead never ran")
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v, want nil", err)
+	}
+	if h := holder(getLease(t, c)); h != "" {
+		t.Fatalf("holder = %q after Run returned, want the lease released", h)
 	}
 }

@@ -1,0 +1,150 @@
+package leader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/watch"
+)
+
+// maxWatchBackoff caps the wait between attempts to (re)establish the watch.
+// Meanwhile the follower polls like plain client-go, so a long cap costs only
+// the fast handover, and a forbidden watch is retried about every 5 minutes:
+// one request, noise next to the poll it stands in for.
+const maxWatchBackoff = 5 * time.Minute
+
+// errWatchClosed ends a watch whose result channel closed.
+var errWatchClosed = errors.New("watch closed")
+
+// watchLease keeps k's view of the Lease current while this process follows:
+// a list and a watch, both selecting the one Lease by metadata.name (so a Role
+// can grant list and watch with resourceNames), resumed from the last
+// resourceVersion when the server ends the watch, listed again when the
+// resourceVersion is too old. It returns when ctx ends (this process leads or
+// Run returns). While the watch is down the elector polls the API server.
+func (k *leaseLock) watchLease(ctx context.Context, retry time.Duration) {
+	sel := fields.OneTermEqualSelector("metadata.name", k.name).String()
+	warned, failing := false, false
+	backoff := retry
+	for ctx.Err() == nil {
+		err := k.listAndWatch(ctx, sel, func() {
+			if failing {
+				failing = false
+				k.log.Info("watching the Lease again: followers take over a released Lease at once")
+			}
+			k.log.Debug("watching the Lease for a release")
+			backoff = retry
+		})
+		k.setWatching(false)
+		if ctx.Err() != nil {
+			return
+		}
+		failing = true
+		if !warned {
+			warned = true
+			msg := "cannot watch the Lease: polling it every retry period instead, so a released Lease is noticed up to that late"
+			if apierrors.IsForbidden(err) {
+				msg = fmt.Sprintf("RBAC forbids list/watch on %s: polling it every retry period instead, so a released Lease is noticed up to that late; grant list and watch on this Lease (resourceNames works: the requests select metadata.name)", k.leaseResource())
+			}
+			k.log.Warn(msg, "err", err, "retry_in", backoff)
+		} else {
+			k.log.Debug("cannot watch the Lease", "err", err, "retry_in", backoff)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, maxWatchBackoff)
+	}
+}
+
+// listAndWatch lists the Lease and watches it until the watch fails or ctx
+// ends; connected is called each time a watch is established.
+func (k *leaseLock) listAndWatch(ctx context.Context, sel string, connected func()) error {
+	list, err := k.client.List(ctx, metav1.ListOptions{FieldSelector: sel})
+	if err != nil {
+		return fmt.Errorf("list: %w", err)
+	}
+	var cur *coordinationv1.Lease
+	for i := range list.Items {
+		if list.Items[i].Name == k.name {
+			cur = list.Items[i].DeepCopy()
+		}
+	}
+	rv := list.ResourceVersion
+	for {
+		// Like client-go's reflector: the server ends each watch after
+		// 5–10 minutes, and the next one resumes from rv.
+		timeout := int64(300 + rand.IntN(300))
+		w, err := k.client.Watch(ctx, metav1.ListOptions{
+			FieldSelector: sel, ResourceVersion: rv, AllowWatchBookmarks: true, TimeoutSeconds: &timeout,
+		})
+		if err != nil {
+			return fmt.Errorf("watch: %w", err)
+		}
+		k.setWatched(cur, true)
+		connected()
+		err = k.consume(ctx, w, &cur, &rv)
+		w.Stop()
+		if !errors.Is(err, errWatchClosed) {
+			return err
+		}
+		k.setWatching(false)
+	}
+}
+
+// consume applies w's events to cur and rv until w closes (errWatchClosed),
+// the server reports an error (for example 410 Gone: list again), or ctx
+// ends (nil).
+func (k *leaseLock) consume(ctx context.Context, w watch.Interface, cur **coordinationv1.Lease, rv *string) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				return errWatchClosed
+			}
+			switch ev.Type {
+			case watch.Error:
+				return fmt.Errorf("watch: %w", apierrors.FromObject(ev.Object))
+			case watch.Bookmark:
+				if m, err := metav1ObjectRV(ev.Object); err == nil && m != "" {
+					*rv = m
+				}
+				continue
+			}
+			l, isLease := ev.Object.(*coordinationv1.Lease)
+			if !isLease || l.Name != k.name {
+				continue
+			}
+			if l.ResourceVersion != "" {
+				*rv = l.ResourceVersion
+			}
+			if ev.Type == watch.Deleted {
+				*cur = nil
+			} else {
+				*cur = l.DeepCopy()
+			}
+			k.setWatched(*cur, true)
+		}
+	}
+}
+
+func metav1ObjectRV(o any) (string, error) {
+	m, ok := o.(metav1.Object)
+	if !ok {
+		return "", errors.New("not an object")
+	}
+	return m.GetResourceVersion(), nil
+}
