@@ -26,15 +26,11 @@ var binary string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "leasecron-bin-")
+	if err == nil {
+		binary, _, err = testenv.BuildLeasecron(dir)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "leasecron")
-	build := exec.Command("go", "build", "-trimpath", "-o", binary, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build leasecron: %v\n%s", err, out)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
