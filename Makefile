@@ -8,7 +8,7 @@ LDFLAGS := -s -w -X github.com/leasecron/leasecron/internal/version.Version=$(VE
 # Test packages share two cores and start real servers; keep them from piling up.
 TESTFLAGS ?= -count=1 -p 2 -timeout 30m
 
-.PHONY: help build run test test-deps tools fuzz lint clean
+.PHONY: help build run test e2e test-deps tools fuzz bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ run: build ## run a local controller: file-lock election, SQLite in ./leasecron.
 test: test-deps tools ## run every test (starts its own MariaDB, PostgreSQL and Kubernetes control plane)
 	$(GO) test $(TESTFLAGS) ./...
 
+e2e: test-deps tools ## run the end-to-end suite: the chart on a real control plane and MariaDB, Pods run by a pod runner
+	$(GO) test $(TESTFLAGS) ./test/e2e/
+
 test-deps: ## install the database servers the tests start, if missing (Debian; needs root)
 	@hack/install-test-deps.sh
 
@@ -31,11 +34,15 @@ fuzz: ## fuzz schedule and DSN parsing, $(FUZZTIME) per target (CI runs it brief
 	$(GO) test -run '^$$' -fuzz '^FuzzParseDSN$$' -fuzztime $(FUZZTIME) ./pkg/model/
 	$(GO) test -run '^$$' -fuzz '^FuzzDSNRedactsPassword$$' -fuzztime $(FUZZTIME) ./pkg/model/
 
+bench: test-deps tools ## measure leasecron against the alternatives and rewrite BENCHMARKS.md (about 15 minutes; not part of make test)
+	$(GO) test -tags bench -count=1 -timeout 60m -run TestBenchmarks -v ./test/bench/ -args -out $(CURDIR)/BENCHMARKS.md
+
 tools: ## build the test control plane (etcd, kube-apiserver, kube-controller-manager, kubectl, helm) into .cache/tools/bin, if missing
 	@hack/tools/build.sh
 
 lint: ## go vet and gofmt
 	$(GO) vet ./...
+	$(GO) vet -tags bench ./test/bench/
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 clean: ## remove build output and the local database
