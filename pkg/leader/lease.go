@@ -8,9 +8,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 )
 
@@ -193,6 +195,11 @@ func (l *Lease) Run(ctx context.Context, lead func(context.Context) error) error
 		case <-election.Done():
 		}
 	}()
+	// client-go logs every pass's start ("Attempting to acquire leader
+	// lease") and its own view of leadership at info level; a follower starts
+	// a pass on every renewal it sees, and this package logs leadership
+	// itself, so client-go's info lines go to debug. Its errors stay errors.
+	clientGoLog := logr.FromSlogHandler(demoteInfo{log.With("source", "client-go").Handler()})
 	log.Info("waiting for the lease")
 	for {
 		// Each pass is one client-go acquire loop (its first attempt is
@@ -201,13 +208,14 @@ func (l *Lease) Run(ctx context.Context, lead func(context.Context) error) error
 		// the pass goes on renewing until lead returns or renewal fails.
 		attempt, cancelAttempt := context.WithCancel(election)
 		lock.beginAttempt(cancelAttempt)
-		le.Run(attempt)
+		le.Run(klog.NewContext(attempt, clientGoLog))
 		cancelAttempt()
 		if lock.isAcquired() || election.Err() != nil {
 			break
 		}
 	}
 	stopFollowing()
+	lock.stopExpiry()
 
 	if !lock.isAcquired() {
 		if err := lock.fatalErr(); err != nil {
@@ -232,4 +240,29 @@ func (l *Lease) Run(ctx context.Context, lead func(context.Context) error) error
 	}
 	log.Info("released the lease")
 	return leadErr
+}
+
+// demoteInfo passes errors (and warnings) on and turns everything below them
+// into debug records.
+type demoteInfo struct{ slog.Handler }
+
+func (d demoteInfo) Enabled(ctx context.Context, l slog.Level) bool {
+	return d.Handler.Enabled(ctx, demote(l))
+}
+
+func (d demoteInfo) Handle(ctx context.Context, r slog.Record) error {
+	r.Level = demote(r.Level)
+	return d.Handler.Handle(ctx, r)
+}
+
+func (d demoteInfo) WithAttrs(as []slog.Attr) slog.Handler {
+	return demoteInfo{d.Handler.WithAttrs(as)}
+}
+func (d demoteInfo) WithGroup(n string) slog.Handler { return demoteInfo{d.Handler.WithGroup(n)} }
+
+func demote(l slog.Level) slog.Level {
+	if l < slog.LevelWarn {
+		return slog.LevelDebug
+	}
+	return l
 }

@@ -57,6 +57,7 @@ type leaseLock struct {
 	wakeLater bool                  // wake once the in-flight call is over
 	stopLater bool                  // stop once the in-flight call is over
 	cancel    context.CancelFunc    // cancels the elector's current attempt
+	expiry    *time.Timer           // wakes the follower when the watched Lease expires
 	denied    map[string]bool       // verbs whose 403 was logged
 	deniedAt  time.Time             // first of an unbroken run of 403s; zero: none
 	fatal     error                 // why a follower gave up
@@ -127,16 +128,47 @@ func acquirable(l *coordinationv1.Lease) bool {
 	return l == nil || l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == ""
 }
 
+// expiryMargin is how long after a held Lease's expiry, as this process
+// observed it, the follower wakes to take it over.
+const expiryMargin = 100 * time.Millisecond
+
 // setWatched records the watch's view of the Lease (ok: the watch is
-// connected and the view is current) and wakes the elector when the Lease
-// became free.
+// connected and the view is current). While following it wakes the elector
+// when the Lease became free, and also when it changed (a renewal), so that
+// client-go observes the renewal now rather than at its next poll: client-go
+// judges expiry from the moment it observed the last change. Each change also
+// sets a timer for the moment that Lease expires, so a follower takes over a
+// crashed holder's Lease within expiryMargin of its lease duration instead
+// of at the next poll after it.
 func (k *leaseLock) setWatched(l *coordinationv1.Lease, ok bool) {
 	k.mu.Lock()
+	changed := (l == nil) != (k.watched == nil) || (l != nil && l.ResourceVersion != k.watched.ResourceVersion)
 	k.watched, k.watching = l, ok
-	wake := ok && !k.acquired && acquirable(l)
+	following := ok && !k.acquired
+	wake := following && (acquirable(l) || changed)
+	if !following || acquirable(l) || changed {
+		k.stopExpiryLocked()
+	}
+	if following && !acquirable(l) && k.expiry == nil && l.Spec.LeaseDurationSeconds != nil {
+		k.expiry = time.AfterFunc(time.Duration(*l.Spec.LeaseDurationSeconds)*time.Second+expiryMargin, k.wake)
+	}
 	k.mu.Unlock()
 	if wake {
 		k.wake()
+	}
+}
+
+// stopExpiry stops the expiry timer, if one runs.
+func (k *leaseLock) stopExpiry() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.stopExpiryLocked()
+}
+
+func (k *leaseLock) stopExpiryLocked() {
+	if k.expiry != nil {
+		k.expiry.Stop()
+		k.expiry = nil
 	}
 }
 
