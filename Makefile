@@ -34,6 +34,10 @@ fuzz: ## fuzz schedule and DSN parsing, $(FUZZTIME) per target (CI runs it brief
 	$(GO) test -run '^$$' -fuzz '^FuzzParseDSN$$' -fuzztime $(FUZZTIME) ./pkg/model/
 	$(GO) test -run '^$$' -fuzz '^FuzzDSNRedactsPassword$$' -fuzztime $(FUZZTIME) ./pkg/model/
 
+CHAOS ?= 5m
+chaos: test-deps tools ## faults against 5 replicas for $(CHAOS) and the report (make test runs 40s of it)
+	LEASECRON_CHAOS_DURATION=$(CHAOS) $(GO) test -count=1 -timeout 60m -v -run TestChaos ./test/chaos/
+
 bench: test-deps tools ## measure leasecron against the alternatives and rewrite BENCHMARKS.md (about 15 minutes; not part of make test)
 	$(GO) test -tags bench -count=1 -timeout 60m -run TestBenchmarks -v ./test/bench/ -args -out $(CURDIR)/BENCHMARKS.md
 

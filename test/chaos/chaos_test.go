@@ -1,0 +1,391 @@
+// Package chaos runs five leasecron replicas in lease mode against a real
+// kube-apiserver and a real MariaDB under a per-second schedule, and hurts
+// the leader at random: SIGKILL, SIGTERM, or SIGSTOP for longer than the lease
+// duration followed by SIGCONT (a frozen leader that wakes up believing it
+// still leads). A supervisor restarts every replica that exits, as a kubelet
+// would. Afterwards it prints a report (slots expected, run once, run twice,
+// missed) and fails unless no slot ran twice and none was missed.
+//
+// "Run" is judged twice over: by the ledger (one succeeded row per slot) and
+// by the processes' own logs (a "slot succeeded" line from two processes for
+// one slot would be a double run that the ledger's unique key hid), and the
+// statistics tables must hold one row per date.
+//
+// The run lasts LEASECRON_CHAOS_DURATION (default 40s, as in make test; make
+// chaos runs it for 5m). The random faults come from a seed that is logged,
+// and LEASECRON_CHAOS_SEED replays one.
+package chaos
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/leasecron/leasecron/internal/testenv"
+	"github.com/leasecron/leasecron/internal/testenv/kube"
+	"github.com/leasecron/leasecron/pkg/model"
+)
+
+const (
+	replicas      = 5
+	leaseName     = "chaos"
+	leaseDuration = 3 * time.Second
+	freeze        = leaseDuration + 2*time.Second // SIGSTOP for longer than the lease
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "leasecron-chaos-")
+	if err == nil {
+		binary, _, err = testenv.BuildLeasecron(dir)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := testenv.Run(m)
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// replica is one replica slot: the supervisor keeps a process running in it.
+type replica struct {
+	id   string
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	runs int // how many processes this slot has had
+}
+
+// fleet supervises the replicas and collects every "slot succeeded" line.
+type fleet struct {
+	t       *testing.T
+	args    []string
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	slots   map[int64][]string // unix second → processes that logged it succeeded
+	exits   map[int]int        // exit code → count
+	why     []string           // why each process that failed did
+	logTail []string
+}
+
+func (f *fleet) supervise(r *replica) {
+	defer f.wg.Done()
+	for {
+		select {
+		case <-f.stop:
+			return
+		default:
+		}
+		r.mu.Lock()
+		r.runs++
+		name := fmt.Sprintf("%s#%d", r.id, r.runs)
+		cmd := exec.Command(binary, append(f.args, "--identity", r.id)...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		stderr, err := cmd.StderrPipe()
+		if err == nil {
+			err = cmd.Start()
+		}
+		if err != nil {
+			r.mu.Unlock()
+			f.t.Errorf("start %s: %v", name, err)
+			return
+		}
+		r.cmd, r.done = cmd, make(chan struct{})
+		done := r.done
+		r.mu.Unlock()
+		lastErr := f.read(name, stderr)
+		_ = cmd.Wait() // the exit code is what matters, and it is recorded
+		close(done)
+		code := cmd.ProcessState.ExitCode()
+		f.mu.Lock()
+		f.exits[code]++
+		if code > 0 {
+			f.why = append(f.why, fmt.Sprintf("%s exited %d: %s", name, code, lastErr))
+		}
+		f.mu.Unlock()
+	}
+}
+
+// read follows one process's log until it ends and returns its last error
+// line.
+func (f *fleet) read(name string, stderr interface{ Read([]byte) (int, error) }) (lastErr string) {
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		var e struct {
+			Level string `json:"level"`
+			Msg   string `json:"msg"`
+			Err   string `json:"err"`
+			Slot  string `json:"slot"`
+		}
+		line := sc.Text()
+		f.mu.Lock()
+		f.logTail = append(f.logTail, name+": "+line)
+		if len(f.logTail) > 400 {
+			f.logTail = f.logTail[len(f.logTail)-300:]
+		}
+		f.mu.Unlock()
+		if json.Unmarshal([]byte(line), &e) != nil {
+			continue
+		}
+		if e.Level == "ERROR" {
+			lastErr = e.Msg + ": " + e.Err
+		}
+		if e.Msg != "slot succeeded" {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339, e.Slot)
+		if err != nil {
+			continue
+		}
+		f.mu.Lock()
+		f.slots[at.Unix()] = append(f.slots[at.Unix()], name)
+		f.mu.Unlock()
+	}
+	return lastErr
+}
+
+// signal sends sig to the process currently in r, if any.
+func (r *replica) signal(sig syscall.Signal) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil || r.cmd.ProcessState != nil {
+		return false
+	}
+	return r.cmd.Process.Signal(sig) == nil
+}
+
+func chaosDuration(t *testing.T) time.Duration {
+	v := os.Getenv("LEASECRON_CHAOS_DURATION")
+	if v == "" {
+		return 40 * time.Second
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		t.Fatalf("LEASECRON_CHAOS_DURATION=%q is not a positive duration such as 5m", v)
+	}
+	return d
+}
+
+func TestChaos(t *testing.T) {
+	duration := chaosDuration(t)
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("LEASECRON_CHAOS_SEED"); v != "" {
+		s, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("LEASECRON_CHAOS_SEED=%q is not a number", v)
+		}
+		seed = s
+	}
+	rng := rand.New(rand.NewPCG(seed, seed))
+	t.Logf("chaos for %s with seed %d (replay: LEASECRON_CHAOS_SEED=%d)", duration, seed, seed)
+
+	cp := kube.Start(t, kube.Options{})
+	client, err := kubernetes.NewForConfig(cp.AdminConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dsn := testenv.DSN(t, "mysql")
+	f := &fleet{
+		t: t, stop: make(chan struct{}), slots: map[int64][]string{}, exits: map[int]int{},
+		args: []string{"run", "--mode", "lease", "--kubeconfig", cp.AdminKubeconfig(),
+			"--lease-name", leaseName, "--lease-namespace", "default", "--database-dsn", dsn,
+			"--schedule", "daily-stats=* * * * * *", "--timezone", "UTC", "--http-addr", "127.0.0.1:0",
+			"--log-format", "json", "--lease-duration", leaseDuration.String(), "--renew-deadline", "2s",
+			"--retry-period", "500ms", "--shutdown-grace-period", "2s"},
+	}
+	rs := map[string]*replica{}
+	for i := 1; i <= replicas; i++ {
+		r := &replica{id: fmt.Sprintf("r%d", i)}
+		rs[r.id] = r
+		f.wg.Add(1)
+		go f.supervise(r)
+	}
+	t.Cleanup(func() {
+		select {
+		case <-f.stop:
+		default:
+			close(f.stop)
+		}
+		for _, r := range rs {
+			r.signal(syscall.SIGCONT)
+			r.signal(syscall.SIGKILL)
+		}
+		f.wg.Wait()
+		if t.Failed() {
+			f.mu.Lock()
+			t.Logf("last log lines:\n%s", strings.Join(f.logTail, "\n"))
+			f.mu.Unlock()
+		}
+	})
+
+	ctx := context.Background()
+	holder := func() string {
+		l, err := client.CoordinationV1().Leases("default").Get(ctx, leaseName, metav1.GetOptions{})
+		if err != nil || l.Spec.HolderIdentity == nil {
+			return ""
+		}
+		return *l.Spec.HolderIdentity
+	}
+	awaitLeader := func(timeout time.Duration) string {
+		deadline := time.Now().Add(timeout)
+		for {
+			if h := holder(); h != "" {
+				return h
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no Lease holder within %s", timeout)
+			}
+			time.Sleep(100 * time.Millisecond) // polling the Lease, not standing in for it
+		}
+	}
+	awaitLeader(90 * time.Second)
+
+	faults := map[string]int{}
+	end := time.Now().Add(duration)
+	for time.Now().Before(end) {
+		// A pause between faults: time for a new leader to settle and run.
+		time.Sleep(time.Duration(2000+rng.IntN(3000)) * time.Millisecond)
+		lead := rs[holder()]
+		if lead == nil {
+			continue
+		}
+		switch rng.IntN(3) {
+		case 0:
+			if lead.signal(syscall.SIGKILL) {
+				faults["SIGKILL"]++
+			}
+		case 1:
+			if lead.signal(syscall.SIGTERM) {
+				faults["SIGTERM"]++
+			}
+		case 2:
+			if lead.signal(syscall.SIGSTOP) {
+				faults["SIGSTOP "+freeze.String()+" + SIGCONT"]++
+				time.Sleep(freeze) // the freeze itself: longer than the lease
+				lead.signal(syscall.SIGCONT)
+			}
+		}
+	}
+
+	// Calm: let a leader settle and run a few slots, then stop everyone.
+	calm := time.Now()
+	awaitLeader(60 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		f.mu.Lock()
+		_, ran := f.slots[calm.Add(3*time.Second).Unix()]
+		f.mu.Unlock()
+		if ran {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no slot ran in the minute after the faults stopped")
+		}
+		time.Sleep(100 * time.Millisecond) // polling the log-fed slot map
+	}
+	close(f.stop)
+	for _, r := range rs {
+		r.signal(syscall.SIGTERM)
+	}
+	f.wg.Wait()
+
+	report(t, dsn, f, faults)
+}
+
+// report compares the ledger, the logs and the tables, prints the report and
+// fails on any slot run twice or missed.
+func report(t *testing.T, raw string, f *fleet, faults map[string]int) {
+	dsn, err := model.ParseDSN(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	db, err := model.Open(ctx, dsn, 30*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer model.Close(db)
+	var runs []model.JobRun
+	if err := db.Order("slot").Find(&runs).Error; err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) == 0 {
+		t.Fatal("no slot ran at all")
+	}
+	first, last := runs[0].Slot.UTC(), runs[len(runs)-1].Slot.UTC()
+	succeeded := map[int64]bool{}
+	var failed []string
+	for _, r := range runs {
+		if r.Status == model.StatusSucceeded {
+			succeeded[r.Slot.Unix()] = true
+		} else {
+			failed = append(failed, fmt.Sprintf("%s %s (%s)", r.Slot.UTC().Format(time.TimeOnly), r.Status, r.Error))
+		}
+	}
+	expected := int(last.Sub(first)/time.Second) + 1
+	var missed, twice []string
+	once := 0
+	for s := first; !s.After(last); s = s.Add(time.Second) {
+		by := f.slots[s.Unix()]
+		switch {
+		case !succeeded[s.Unix()]:
+			missed = append(missed, s.Format(time.TimeOnly))
+		case len(by) > 1:
+			twice = append(twice, fmt.Sprintf("%s by %s", s.Format(time.TimeOnly), strings.Join(by, " and ")))
+		default:
+			once++
+		}
+	}
+	var fs []string
+	for k, n := range faults {
+		fs = append(fs, fmt.Sprintf("%s ×%d", k, n))
+	}
+	sort.Strings(fs)
+	var exits []string
+	for code, n := range f.exits {
+		exits = append(exits, fmt.Sprintf("exit %d ×%d", code, n))
+	}
+	sort.Strings(exits)
+	rep := fmt.Sprintf("chaos report: %d replicas, slots %s to %s\n  faults:    %s\n  processes: %s\n"+
+		"  expected %d, run once %d, run twice %d, missed %d (not succeeded rows: %d)",
+		replicas, first.Format(time.TimeOnly), last.Format(time.TimeOnly), strings.Join(fs, ", "), strings.Join(exits, ", "),
+		expected, once, len(twice), len(missed), len(failed))
+	for _, w := range f.why {
+		rep += "\n  " + w
+	}
+	fmt.Println(rep)
+	t.Log(rep)
+	if len(twice) > 0 {
+		t.Errorf("slots run twice: %s", strings.Join(twice, "; "))
+	}
+	if len(missed) > 0 {
+		t.Errorf("slots missed: %s; ledger rows not succeeded: %s", strings.Join(missed, ", "), strings.Join(failed, "; "))
+	}
+	for _, s := range model.Stats() {
+		var dup int64
+		if err := db.Raw("SELECT COUNT(*) FROM (SELECT date FROM " + s.Table + " GROUP BY date HAVING COUNT(*) > 1) d").Scan(&dup).Error; err != nil {
+			t.Fatal(err)
+		}
+		if dup > 0 {
+			t.Errorf("%s holds %d dates more than once", s.Table, dup)
+		}
+	}
+}
