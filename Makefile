@@ -29,13 +29,13 @@ test-deps: ## install the database servers the tests start, if missing (Debian; 
 	@hack/install-test-deps.sh
 
 FUZZTIME ?= 15s
-fuzz: ## fuzz schedule and DSN parsing, $(FUZZTIME) per target (CI runs it briefly)
+fuzz: ## fuzz schedule and DSN parsing, FUZZTIME (15s) per target; CI runs 10s
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSchedule$$' -fuzztime $(FUZZTIME) ./pkg/jobs/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseDSN$$' -fuzztime $(FUZZTIME) ./pkg/model/
 	$(GO) test -run '^$$' -fuzz '^FuzzDSNRedactsPassword$$' -fuzztime $(FUZZTIME) ./pkg/model/
 
 CHAOS ?= 5m
-chaos: test-deps tools ## faults against 5 replicas for $(CHAOS) and the report (make test runs 40s of it)
+chaos: test-deps tools ## random faults against 5 replicas for CHAOS (5m), with a report; make test runs 40s
 	LEASECRON_CHAOS_DURATION=$(CHAOS) $(GO) test -count=1 -timeout 60m -v -run TestChaos ./test/chaos/
 
 bench: test-deps tools ## measure leasecron against the alternatives and rewrite BENCHMARKS.md (about 15 minutes; not part of make test)

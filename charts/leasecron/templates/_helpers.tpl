@@ -62,6 +62,16 @@ Name of the ServiceAccount the controller runs as.
 {{- end }}
 
 {{/*
+Annotations that keep the controller's identity and permissions on `helm uninstall`: Helm deletes
+every object of a release at once, and the leader needs both to release the Lease while it stops.
+*/}}
+{{- define "leasecron.keepOnUninstall" -}}
+{{- if .Values.rbac.keepOnUninstall -}}
+helm.sh/resource-policy: keep
+{{- end }}
+{{- end }}
+
+{{/*
 Name of the Lease the replicas compete for.
 */}}
 {{- define "leasecron.leaseName" -}}
