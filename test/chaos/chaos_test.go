@@ -44,6 +44,7 @@ const (
 	replicas      = 5
 	leaseName     = "chaos"
 	leaseDuration = 3 * time.Second
+	renewDeadline = 2 * time.Second
 	freeze        = leaseDuration + 2*time.Second // SIGSTOP for longer than the lease
 )
 
@@ -75,15 +76,18 @@ type replica struct {
 
 // fleet supervises the replicas and collects every "slot succeeded" line.
 type fleet struct {
-	t       *testing.T
-	args    []string
-	stop    chan struct{}
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	slots   map[int64][]string // unix second → processes that logged it succeeded
-	exits   map[int]int        // exit code → count
-	why     []string           // why each process that failed did
-	logTail []string
+	t        *testing.T
+	client   kubernetes.Interface
+	replicas int
+	args     []string
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	slots    map[int64][]string // unix second → processes that logged it succeeded
+	events   []logged           // every "slot succeeded" and "leading" line
+	exits    map[int]int        // exit code → count
+	why      []string           // why each process that failed did
+	logTail  []string
 }
 
 func (f *fleet) supervise(r *replica) {
@@ -130,10 +134,11 @@ func (f *fleet) read(name string, stderr interface{ Read([]byte) (int, error) })
 	sc := bufio.NewScanner(stderr)
 	for sc.Scan() {
 		var e struct {
-			Level string `json:"level"`
-			Msg   string `json:"msg"`
-			Err   string `json:"err"`
-			Slot  string `json:"slot"`
+			Time  time.Time `json:"time"`
+			Level string    `json:"level"`
+			Msg   string    `json:"msg"`
+			Err   string    `json:"err"`
+			Slot  string    `json:"slot"`
 		}
 		line := sc.Text()
 		f.mu.Lock()
@@ -148,6 +153,11 @@ func (f *fleet) read(name string, stderr interface{ Read([]byte) (int, error) })
 		if e.Level == "ERROR" {
 			lastErr = e.Msg + ": " + e.Err
 		}
+		if e.Msg == "leading" {
+			f.mu.Lock()
+			f.events = append(f.events, logged{name, e.Msg, e.Time})
+			f.mu.Unlock()
+		}
 		if e.Msg != "slot succeeded" {
 			continue
 		}
@@ -157,9 +167,16 @@ func (f *fleet) read(name string, stderr interface{ Read([]byte) (int, error) })
 		}
 		f.mu.Lock()
 		f.slots[at.Unix()] = append(f.slots[at.Unix()], name)
+		f.events = append(f.events, logged{name, e.Msg, e.Time})
 		f.mu.Unlock()
 	}
 	return lastErr
+}
+
+// logged is one log line of interest: when the process wrote it.
+type logged struct {
+	proc, msg string
+	at        time.Time
 }
 
 // signal sends sig to the process currently in r, if any.
@@ -198,21 +215,58 @@ func TestChaos(t *testing.T) {
 	t.Logf("chaos for %s with seed %d (replay: LEASECRON_CHAOS_SEED=%d)", duration, seed, seed)
 
 	cp := kube.Start(t, kube.Options{})
+	dsn := testenv.DSN(t, "mysql")
+	f, rs := startFleet(t, cp, dsn, replicas)
+	f.awaitLeader(90 * time.Second)
+
+	faults := map[string]int{}
+	end := time.Now().Add(duration)
+	for time.Now().Before(end) {
+		// A pause between faults: time for a new leader to settle and run.
+		time.Sleep(time.Duration(2000+rng.IntN(3000)) * time.Millisecond)
+		lead := rs[f.holder()]
+		if lead == nil {
+			continue
+		}
+		switch rng.IntN(3) {
+		case 0:
+			if lead.signal(syscall.SIGKILL) {
+				faults["SIGKILL"]++
+			}
+		case 1:
+			if lead.signal(syscall.SIGTERM) {
+				faults["SIGTERM"]++
+			}
+		case 2:
+			if lead.signal(syscall.SIGSTOP) {
+				faults["SIGSTOP "+freeze.String()+" + SIGCONT"]++
+				time.Sleep(freeze) // the freeze itself: longer than the lease
+				lead.signal(syscall.SIGCONT)
+			}
+		}
+	}
+
+	f.calm(rs)
+	report(t, dsn, f, faults)
+}
+
+// startFleet starts n supervised replicas in lease mode on cp and dsn, with a
+// per-second schedule; everything is stopped in t.Cleanup.
+func startFleet(t *testing.T, cp *kube.ControlPlane, dsn string, n int) (*fleet, map[string]*replica) {
 	client, err := kubernetes.NewForConfig(cp.AdminConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
-	dsn := testenv.DSN(t, "mysql")
 	f := &fleet{
-		t: t, stop: make(chan struct{}), slots: map[int64][]string{}, exits: map[int]int{},
+		t: t, client: client, replicas: n, stop: make(chan struct{}), slots: map[int64][]string{}, exits: map[int]int{},
 		args: []string{"run", "--mode", "lease", "--kubeconfig", cp.AdminKubeconfig(),
 			"--lease-name", leaseName, "--lease-namespace", "default", "--database-dsn", dsn,
 			"--schedule", "daily-stats=* * * * * *", "--timezone", "UTC", "--http-addr", "127.0.0.1:0",
-			"--log-format", "json", "--lease-duration", leaseDuration.String(), "--renew-deadline", "2s",
+			"--log-format", "json", "--lease-duration", leaseDuration.String(), "--renew-deadline", renewDeadline.String(),
 			"--retry-period", "500ms", "--shutdown-grace-period", "2s"},
 	}
 	rs := map[string]*replica{}
-	for i := 1; i <= replicas; i++ {
+	for i := 1; i <= n; i++ {
 		r := &replica{id: fmt.Sprintf("r%d", i)}
 		rs[r.id] = r
 		f.wg.Add(1)
@@ -235,79 +289,64 @@ func TestChaos(t *testing.T) {
 			f.mu.Unlock()
 		}
 	})
+	return f, rs
+}
 
-	ctx := context.Background()
-	holder := func() string {
-		l, err := client.CoordinationV1().Leases("default").Get(ctx, leaseName, metav1.GetOptions{})
-		if err != nil || l.Spec.HolderIdentity == nil {
-			return ""
-		}
-		return *l.Spec.HolderIdentity
+// holder is the Lease's holder identity, "" when there is none or the API
+// server does not answer.
+func (f *fleet) holder() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	l, err := f.client.CoordinationV1().Leases("default").Get(ctx, leaseName, metav1.GetOptions{})
+	if err != nil || l.Spec.HolderIdentity == nil {
+		return ""
 	}
-	awaitLeader := func(timeout time.Duration) string {
-		deadline := time.Now().Add(timeout)
-		for {
-			if h := holder(); h != "" {
-				return h
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no Lease holder within %s", timeout)
-			}
-			time.Sleep(100 * time.Millisecond) // polling the Lease, not standing in for it
-		}
-	}
-	awaitLeader(90 * time.Second)
+	return *l.Spec.HolderIdentity
+}
 
-	faults := map[string]int{}
-	end := time.Now().Add(duration)
-	for time.Now().Before(end) {
-		// A pause between faults: time for a new leader to settle and run.
-		time.Sleep(time.Duration(2000+rng.IntN(3000)) * time.Millisecond)
-		lead := rs[holder()]
-		if lead == nil {
-			continue
-		}
-		switch rng.IntN(3) {
-		case 0:
-			if lead.signal(syscall.SIGKILL) {
-				faults["SIGKILL"]++
-			}
-		case 1:
-			if lead.signal(syscall.SIGTERM) {
-				faults["SIGTERM"]++
-			}
-		case 2:
-			if lead.signal(syscall.SIGSTOP) {
-				faults["SIGSTOP "+freeze.String()+" + SIGCONT"]++
-				time.Sleep(freeze) // the freeze itself: longer than the lease
-				lead.signal(syscall.SIGCONT)
-			}
-		}
-	}
-
-	// Calm: let a leader settle and run a few slots, then stop everyone.
-	calm := time.Now()
-	awaitLeader(60 * time.Second)
-	deadline := time.Now().Add(60 * time.Second)
+func (f *fleet) awaitLeader(timeout time.Duration) string {
+	f.t.Helper()
+	deadline := time.Now().Add(timeout)
 	for {
-		f.mu.Lock()
-		_, ran := f.slots[calm.Add(3*time.Second).Unix()]
-		f.mu.Unlock()
-		if ran {
-			break
+		if h := f.holder(); h != "" {
+			return h
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("no slot ran in the minute after the faults stopped")
+			f.t.Fatalf("no Lease holder within %s", timeout)
+		}
+		time.Sleep(100 * time.Millisecond) // polling the Lease, not standing in for it
+	}
+}
+
+// awaitSlot waits until some process logs slot at as succeeded.
+func (f *fleet) awaitSlot(at time.Time, timeout time.Duration) {
+	f.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		f.mu.Lock()
+		_, ran := f.slots[at.Unix()]
+		f.mu.Unlock()
+		if ran {
+			return
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("slot %s did not run within %s", at.Format(time.TimeOnly), timeout)
 		}
 		time.Sleep(100 * time.Millisecond) // polling the log-fed slot map
 	}
+}
+
+// calm lets a leader settle and run a few slots, then stops every replica.
+func (f *fleet) calm(rs map[string]*replica) {
+	f.t.Helper()
+	calm := time.Now()
+	f.awaitLeader(60 * time.Second)
+	f.awaitSlot(calm.Add(3*time.Second), 60*time.Second)
 	close(f.stop)
 	for _, r := range rs {
 		r.signal(syscall.SIGTERM)
 	}
 	f.wg.Wait()
-
-	report(t, dsn, f, faults)
 }
 
 // report compares the ledger, the logs and the tables, prints the report and
@@ -366,7 +405,7 @@ func report(t *testing.T, raw string, f *fleet, faults map[string]int) {
 	sort.Strings(exits)
 	rep := fmt.Sprintf("chaos report: %d replicas, slots %s to %s\n  faults:    %s\n  processes: %s\n"+
 		"  expected %d, run once %d, run twice %d, missed %d (not succeeded rows: %d)",
-		replicas, first.Format(time.TimeOnly), last.Format(time.TimeOnly), strings.Join(fs, ", "), strings.Join(exits, ", "),
+		f.replicas, first.Format(time.TimeOnly), last.Format(time.TimeOnly), strings.Join(fs, ", "), strings.Join(exits, ", "),
 		expected, once, len(twice), len(missed), len(failed))
 	for _, w := range f.why {
 		rep += "\n  " + w
