@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
@@ -238,12 +239,17 @@ func (l *Lease) Run(ctx context.Context, lead func(context.Context) error) error
 		}
 		return ErrLeadershipLost
 	}
-	log.Info("released the lease")
+	if lock.wasReleased() {
+		log.Info("released the lease")
+	} else {
+		log.Warn("could not release the lease: a follower takes over once it expires", "lease_duration", l.cfg.LeaseDuration)
+	}
 	return leadErr
 }
 
 // demoteInfo passes errors (and warnings) on and turns everything below them
-// into debug records.
+// into debug records, and also the errors that are 409 Conflicts: followers
+// racing for a released Lease lose with one, which is the election working.
 type demoteInfo struct{ slog.Handler }
 
 func (d demoteInfo) Enabled(ctx context.Context, l slog.Level) bool {
@@ -251,8 +257,22 @@ func (d demoteInfo) Enabled(ctx context.Context, l slog.Level) bool {
 }
 
 func (d demoteInfo) Handle(ctx context.Context, r slog.Record) error {
+	if conflict(r) {
+		r.Level = slog.LevelDebug
+	}
 	r.Level = demote(r.Level)
 	return d.Handler.Handle(ctx, r)
+}
+
+// conflict reports whether r carries an error that is a 409 Conflict.
+func conflict(r slog.Record) (found bool) {
+	r.Attrs(func(a slog.Attr) bool {
+		if err, ok := a.Value.Any().(error); ok && apierrors.IsConflict(err) {
+			found = true
+		}
+		return !found
+	})
+	return found
 }
 
 func (d demoteInfo) WithAttrs(as []slog.Attr) slog.Handler {

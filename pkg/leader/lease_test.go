@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -616,5 +617,53 @@ func TestShutdownDuringAcquisitionWaitsForIt(t *testing.T) {
 	}
 	if h := holder(getLease(t, c)); h != "" {
 		t.Fatalf("holder = %q after Run returned, want the lease released", h)
+	}
+}
+
+// A leader whose release is refused says so instead of claiming it released,
+// and the 409s of followers racing for a Lease are not logged as errors.
+func TestReleaseOutcomeIsReported(t *testing.T) {
+	for _, refuse := range []bool{false, true} {
+		t.Run(fmt.Sprintf("refused=%v", refuse), func(t *testing.T) {
+			c := newClient(t)
+			c.PrependReactor("update", "leases", func(a k8stesting.Action) (bool, runtime.Object, error) {
+				l := a.(k8stesting.UpdateAction).GetObject().(*coordinationv1.Lease)
+				if refuse && (l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == "") {
+					return true, nil, errors.New("test: the release is refused")
+				}
+				return false, nil, nil
+			})
+			sink := &logSink{}
+			l := newLease(t, c, "a")
+			l.cfg.Log = slog.New(sink)
+			ctx, shutdown := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() {
+				done <- l.Run(ctx, func(context.Context) error {
+					shutdown()
+					return nil
+				})
+			}()
+			if err := <-done; err != nil {
+				t.Fatalf("Run = %v", err)
+			}
+			released, warned := sink.count(slog.LevelInfo, "released the lease"), sink.count(slog.LevelWarn, "could not release the lease")
+			if refuse && (released != 0 || warned != 1) || !refuse && (released != 1 || warned != 0) {
+				t.Fatalf("refused=%v: %d 'released' lines and %d warnings", refuse, released, warned)
+			}
+		})
+	}
+}
+
+func TestConflictsAreNotErrors(t *testing.T) {
+	sink := &logSink{}
+	log := logr.FromSlogHandler(demoteInfo{sink})
+	log.Error(apierrors.NewConflict(coordinationv1.Resource("leases"), "leasecron", errors.New("the object has been modified")), "Failed to update lock")
+	log.Error(errors.New("connection refused"), "error retrieving resource lock")
+	if n := sink.count(slog.LevelError); n != 1 {
+		t.Fatalf("%d error records, want 1 (the conflict is not an error)", n)
+	}
+	if n := sink.count(slog.LevelDebug, "Failed to update lock"); n != 1 {
+		t.Fatalf("the conflict was not kept at debug level")
 	}
 }

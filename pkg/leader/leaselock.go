@@ -61,6 +61,7 @@ type leaseLock struct {
 	denied    map[string]bool       // verbs whose 403 was logged
 	deniedAt  time.Time             // first of an unbroken run of 403s; zero: none
 	fatal     error                 // why a follower gave up
+	released  bool                  // the leader's release (a write naming no holder) succeeded
 }
 
 var _ resourcelock.Interface = (*leaseLock)(nil)
@@ -112,6 +113,13 @@ func (k *leaseLock) isAcquired() bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.acquired
+}
+
+// wasReleased reports whether this process, having led, released the Lease.
+func (k *leaseLock) wasReleased() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.released
 }
 
 func (k *leaseLock) fatalErr() error {
@@ -273,6 +281,9 @@ func (k *leaseLock) write(ctx context.Context, verb string, ler resourcelock.Lea
 	var acquiredNow func()
 	if err == nil {
 		k.lease = l
+	}
+	if !acquiring && ler.HolderIdentity == "" {
+		k.released = err == nil
 	}
 	if acquiring {
 		k.inFlight = false
