@@ -1,0 +1,222 @@
+package kube_test
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/leasecron/leasecron/internal/testenv/kube"
+)
+
+// TestPodRunner runs shell Pods through the pod runner: binding, env and
+// volume resolution, a ServiceAccount kubeconfig, exit codes of
+// restartPolicy Never, a crash and restart, and graceful deletion.
+func TestPodRunner(t *testing.T) {
+	cp := kube.Start(t, kube.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	admin := kubernetes.NewForConfigOrDie(cp.AdminConfig())
+	runner := cp.StartPodRunner(t, kube.PodRunnerOptions{
+		Images: func(ref string) (kube.Image, bool) {
+			if ref != "shell" {
+				return kube.Image{}, false
+			}
+			return kube.Image{Entrypoint: []string{"/bin/sh", "-c"}, Env: []string{"PATH=/usr/bin:/bin"}}, true
+		},
+		KubeconfigEnv: "TEST_KUBECONFIG",
+	})
+	if n, err := admin.CoreV1().Nodes().Get(ctx, runner.Node(), metav1.GetOptions{}); err != nil || !nodeReady(n) {
+		t.Fatalf("node %s: ready=%v, err=%v", runner.Node(), n != nil && nodeReady(n), err)
+	}
+
+	const ns = "runner"
+	mustCreate(t, func() error {
+		_, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+		return err
+	})
+	// No controller manager: create what it would (the default
+	// ServiceAccount and the root CA ConfigMap).
+	mustCreate(t, func() error {
+		_, err := admin.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{})
+		return err
+	})
+	mustCreate(t, func() error {
+		_, err := admin.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "kube-root-ca.crt"},
+			Data: map[string]string{"ca.crt": string(cp.CAData())}}, metav1.CreateOptions{})
+		return err
+	})
+	mustCreate(t, func() error {
+		_, err := admin.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "db"},
+			StringData: map[string]string{"dsn": "mysql://u:p@h/db"}}, metav1.CreateOptions{})
+		return err
+	})
+
+	t.Run("env-volumes-exit-code", func(t *testing.T) {
+		script := `set -e
+test "$POD_NAME" = envpod
+test "$POD_NAMESPACE" = runner
+test "$NODE" = testenv-node
+test "$IP" = 127.0.0.1
+test "$SECRET" = "mysql://u:p@h/db"
+test "$MEM" = 64
+test "$COMBINED" = "envpod/runner"
+test "$(cat $1)" = "mysql://u:p@h/db"
+grep -q tokenFile "$TEST_KUBECONFIG"
+echo "listen=$2"
+exit 3`
+		pod := shellPod("envpod", corev1.RestartPolicyNever, script, "/etc/db/dsn", ":8080")
+		c := &pod.Spec.Containers[0]
+		c.Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}
+		c.Env = []corev1.EnvVar{
+			{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+			{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
+			{Name: "NODE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
+			{Name: "IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
+			{Name: "SECRET", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+				LocalObjectReference: corev1.LocalObjectReference{Name: "db"}, Key: "dsn"}}},
+			{Name: "MEM", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{
+				Resource: "limits.memory", Divisor: resourceMi}}},
+			{Name: "COMBINED", Value: "$(POD_NAME)/$(POD_NAMESPACE)"},
+		}
+		c.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource64Mi}
+		c.VolumeMounts = []corev1.VolumeMount{{Name: "db", MountPath: "/etc/db", ReadOnly: true}}
+		pod.Spec.Volumes = []corev1.Volume{{Name: "db", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: "db", DefaultMode: ptrTo[int32](0o440)}}}}
+		pod.Spec.AutomountServiceAccountToken = ptrTo(true)
+		create(t, admin, ns, pod)
+		p := waitPod(t, admin, ns, "envpod", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodFailed })
+		logs := runner.Logs(ns, "envpod")
+		if st := p.Status.ContainerStatuses; len(st) != 1 || st[0].State.Terminated == nil || st[0].State.Terminated.ExitCode != 3 {
+			t.Fatalf("container status %+v, want terminated with exit code 3; logs:\n%s", st, logs)
+		}
+		if p.Spec.NodeName != runner.Node() {
+			t.Errorf("pod bound to %q, want %q", p.Spec.NodeName, runner.Node())
+		}
+		if !strings.Contains(logs, "listen=127.0.0.1:") {
+			t.Errorf("the listen address :8080 was not mapped to a loopback port; logs:\n%s", logs)
+		}
+	})
+
+	t.Run("crash-restart-delete", func(t *testing.T) {
+		// The trap proves SIGTERM arrives on deletion.
+		pod := shellPod("sleeper", corev1.RestartPolicyAlways, `trap 'echo got SIGTERM; exit 0' TERM; echo started; while :; do sleep 0.1; done`)
+		pod.Spec.TerminationGracePeriodSeconds = ptrTo[int64](5)
+		create(t, admin, ns, pod)
+		waitPod(t, admin, ns, "sleeper", ready)
+		if err := runner.Kill(ns, "sleeper"); err != nil {
+			t.Fatal(err)
+		}
+		p := waitPod(t, admin, ns, "sleeper", func(p *corev1.Pod) bool {
+			st := p.Status.ContainerStatuses
+			return ready(p) && len(st) == 1 && st[0].RestartCount == 1
+		})
+		if lt := p.Status.ContainerStatuses[0].LastTerminationState.Terminated; lt == nil || lt.ExitCode != 137 {
+			t.Errorf("last termination %+v, want exit code 137", lt)
+		}
+		if err := admin.CoreV1().Pods(ns).Delete(ctx, "sleeper", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			_, err := admin.CoreV1().Pods(ns).Get(ctx, "sleeper", metav1.GetOptions{})
+			return apierrors.IsNotFound(err), nil
+		})
+		if err != nil {
+			t.Fatalf("pod not removed after deletion: %v", err)
+		}
+		logs := runner.Logs(ns, "sleeper")
+		if strings.Count(logs, "started") != 2 || !strings.Contains(logs, "got SIGTERM") {
+			t.Errorf("want two starts and a SIGTERM; logs:\n%s", logs)
+		}
+	})
+
+	t.Run("unknown-image", func(t *testing.T) {
+		pod := shellPod("noimage", corev1.RestartPolicyAlways, "true")
+		pod.Spec.Containers[0].Image = "registry.invalid/none"
+		create(t, admin, ns, pod)
+		waitPod(t, admin, ns, "noimage", func(p *corev1.Pod) bool {
+			st := p.Status.ContainerStatuses
+			return len(st) == 1 && st[0].State.Waiting != nil && st[0].State.Waiting.Reason == "ErrImagePull"
+		})
+	})
+
+	// Stop leaves no process and no directory behind.
+	runner.Stop()
+	if err := runner.Kill(ns, "noimage"); err == nil {
+		t.Error("Kill after Stop succeeded")
+	}
+	if _, err := os.Stat(runner.Dir()); !os.IsNotExist(err) {
+		t.Errorf("runner dir %s still there after Stop (%v)", runner.Dir(), err)
+	}
+}
+
+var (
+	resourceMi   = resource.MustParse("1Mi")
+	resource64Mi = resource.MustParse("64Mi")
+)
+
+func shellPod(name string, policy corev1.RestartPolicy, script string, args ...string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.PodSpec{
+			RestartPolicy:                policy,
+			AutomountServiceAccountToken: ptrTo(false),
+			Containers: []corev1.Container{{Name: "main", Image: "shell",
+				Args: append([]string{script, "sh"}, args...)}},
+		},
+	}
+}
+
+func create(t *testing.T, c kubernetes.Interface, ns string, p *corev1.Pod) {
+	t.Helper()
+	if _, err := c.CoreV1().Pods(ns).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create pod %s: %v", p.Name, err)
+	}
+}
+
+func mustCreate(t *testing.T, f func() error) {
+	t.Helper()
+	if err := f(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitPod(t *testing.T, c kubernetes.Interface, ns, name string, ok func(*corev1.Pod) bool) *corev1.Pod {
+	t.Helper()
+	var p *corev1.Pod
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		var err error
+		p, err = c.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		return err == nil && ok(p), nil
+	})
+	if err != nil {
+		t.Fatalf("pod %s: condition not met: %v; status %+v", name, err, p.Status)
+	}
+	return p
+}
+
+func ready(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}

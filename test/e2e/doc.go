@@ -1,0 +1,33 @@
+// Package e2e is leasecron's end-to-end suite: the Helm chart installed with
+// the real helm and kubectl into a real control plane (etcd, kube-apiserver,
+// kube-controller-manager from internal/testenv/kube), against a real MariaDB
+// (internal/testenv), with the leasecron binary built exactly as the
+// Dockerfile builds it (CGO_ENABLED=0, -trimpath, version ldflags).
+//
+// No kubelet can run here, so kube.PodRunner plays the kubelet of one Node:
+// it binds the chart's Pods to that Node and runs one leasecron process per
+// Pod with the Pod's own args and env (downward API and Secret references
+// resolved, the DSN Secret volume materialised, a kubeconfig holding a
+// TokenRequest token of the Pod's ServiceAccount), reports the Pods
+// Running/Ready from their probes, and on deletion sends SIGTERM and honours
+// the grace period. Deployments, ReplicaSets, garbage collection, RBAC,
+// TokenRequest and Pod Security admission are the real ones.
+//
+// One control plane, one pod runner and one MariaDB server serve the whole
+// suite. The scenarios run one after another; each that changes the
+// release (scale, delete, crash, upgrade) gets a release, namespace and
+// database of its own. Every namespace is labelled
+// pod-security.kubernetes.io/enforce=restricted, the schedule is per second
+// (`* * * * * *`) and the lease timings are short (3s/2s/500ms), so a
+// scenario takes seconds. After every scenario the ledger is checked
+// directly in MariaDB: every job_runs row succeeded, consecutive slots
+// follow the schedule of the Pod that ran the later one (no gap, and no slot
+// twice, beyond the unique key), each statistics table holds exactly one row
+// per date, no process logged missed slots, and every Lease holder ever
+// observed was a Pod of the release that existed at the time.
+//
+// Timings (graceful handover, crash takeover) are logged, not asserted
+// beyond generous bounds. Run it with `make e2e`; the tools come from
+// `make tools` (hack/tools/build.sh) and the database servers from
+// `make test-deps`. A missing tool or server fails the suite, never skips it.
+package e2e
