@@ -24,20 +24,7 @@ import (
 // as the Dockerfile builds it.
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "leasecron-bin-")
-	if err == nil {
-		binary, _, err = testenv.BuildLeasecron(dir)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := testenv.Run(m)
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.MainWithLeasecron(m, &binary) }
 
 // event is one JSON log line of one process.
 type event struct {

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"testing"
 )
 
 // BuildLeasecron builds the leasecron binary into dir exactly as the
@@ -34,4 +35,22 @@ func BuildLeasecron(dir string) (path, version string, err error) {
 		return "", "", fmt.Errorf("testenv: build leasecron: %w\n%s", err, out)
 	}
 	return path, version, nil
+}
+
+// MainWithLeasecron is Main for packages that run the leasecron binary: it
+// builds it with BuildLeasecron into a temp dir, points *bin at it, runs the
+// tests, removes the dir and exits with the tests' code.
+func MainWithLeasecron(m *testing.M, bin *string) {
+	dir, err := os.MkdirTemp("", "leasecron-bin-")
+	if err == nil {
+		*bin, _, err = BuildLeasecron(dir)
+	}
+	code := 1
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	} else {
+		code = Run(m)
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
 }

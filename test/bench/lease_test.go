@@ -163,8 +163,9 @@ func benchLease(t *testing.T, r *report) {
 			"Target: leasecron under 250 ms; client-go's follower waits for its next poll (2 s retry period, with jitter).",
 		[]string{"contender", "handover", "leasecron is"}, gRows)
 	r.add("Crash takeover (Lease)",
-		fmt.Sprintf("As above, but the leader gets SIGKILL and cannot release the Lease: the follower must wait out "+
-			"the lease duration (%s, the floor). Target: within the lease duration + 1 s.", leaseDuration),
+		fmt.Sprintf("As above, but the leader gets SIGKILL and cannot release the Lease: the follower must wait until "+
+			"the Lease expires, %s after the leader's last renewal (the floor; the renewal came up to a retry period "+
+			"before the kill, so the time from the kill can be a little under %s). Target: within the lease duration + 1 s.", leaseDuration, leaseDuration),
 		[]string{"contender", "takeover", "leasecron is"}, cRows)
 
 	var sRows [][]string

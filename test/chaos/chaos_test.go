@@ -50,20 +50,7 @@ const (
 
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "leasecron-chaos-")
-	if err == nil {
-		binary, _, err = testenv.BuildLeasecron(dir)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := testenv.Run(m)
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.MainWithLeasecron(m, &binary) }
 
 // replica is one replica slot: the supervisor keeps a process running in it.
 type replica struct {
