@@ -51,6 +51,7 @@ func TestBadInput(t *testing.T) {
 		{"renew deadline not below lease duration", nil, []string{"run", "--renew-deadline", "15s"}, "--renew-deadline (15s) must be below --lease-duration (15s)"},
 		{"retry period too long", nil, []string{"run", "--retry-period", "9s"}, "must be above 1.2 × --retry-period"},
 		{"zero lease duration", nil, []string{"run", "--lease-duration", "0s"}, "--lease-duration must be positive"},
+		{"lease duration not whole seconds", nil, []string{"run", "--lease-duration", "15500ms"}, "--lease-duration must be a whole number of seconds, as a Lease records it (got 15.5s)"},
 		{"negative job timeout", nil, []string{"run", "--job-timeout", "-1s"}, "--job-timeout must be a positive duration"},
 		{"zero catch-up window", nil, []string{"run", "--catch-up-window", "0"}, "--catch-up-window must be a positive duration"},
 		{"negative catch-up limit", nil, []string{"run", "--catch-up-limit", "-1"}, "--catch-up-limit must be 0 or more"},

@@ -19,13 +19,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"gorm.io/gorm"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/client-go/tools/record"
 
 	"github.com/leasecron/leasecron/internal/metrics"
 	"github.com/leasecron/leasecron/pkg/jobs"
@@ -345,23 +340,19 @@ func (o *runOptions) elector(p electorPlan, identity string, log *slog.Logger) (
 		}
 		return e, func() {}, nil
 	}
-	client, err := kubernetes.NewForConfig(p.rest)
+	client, err := leader.NewKubeClient(p.rest, p.namespace, "leasecron")
 	if err != nil {
 		return nil, nil, usagef("cannot build a Kubernetes client: %v", err)
 	}
-	broadcaster := record.NewBroadcaster()
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events(p.namespace)})
-	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "leasecron"})
 	e, err := leader.NewLease(leader.LeaseConfig{
-		Client: client.CoordinationV1(), Namespace: p.namespace, Name: o.leaseName, Identity: identity,
+		Client: client, Namespace: p.namespace, Name: o.leaseName, Identity: identity,
 		LeaseDuration: o.leaseDuration, RenewDeadline: o.renewDeadline, RetryPeriod: o.retryPeriod,
-		Events: recorder, Log: log,
+		Events: client, Log: log,
 	})
 	if err != nil {
-		broadcaster.Shutdown()
 		return nil, nil, usageError{err}
 	}
-	return e, broadcaster.Shutdown, nil
+	return e, func() {}, nil
 }
 
 func (o *runOptions) handler(db *gorm.DB, e leader.Elector, reg *prometheus.Registry) http.Handler {

@@ -3,40 +3,52 @@
 // Two electors share one small interface, so the rest of the program does not
 // know which one it has:
 //
-//   - Lease uses client-go's leaderelection with a coordination.k8s.io Lease.
-//     It is for Kubernetes: replicas on any node compete, a holder that stops
-//     renewing loses the lease after LeaseDuration, and a holder that shuts
-//     down releases it so a follower takes over at once.
+//   - Lease holds a coordination.k8s.io Lease. It is for Kubernetes:
+//     replicas on any node compete, a holder that stops renewing loses the
+//     lease after LeaseDuration, and a holder that shuts down releases it so
+//     a follower takes over at once.
 //   - FileLock uses an exclusive flock(2) on a file. It guards one host only:
 //     processes on other machines (or with another lock file) do not see it.
 //     The kernel drops the lock when the holder's process ends, however it
 //     ends, and a waiting process takes over within milliseconds.
 //
-// # Fast handover with a Lease
+// # The Lease election
 //
-// client-go's LeaderElector polls: a follower notices a released Lease only at
-// its next RetryPeriod tick, and the elector has no "try now" hook. So a
-// follower also watches the one Lease (a list and a watch selecting
-// metadata.name, resumed from the last resourceVersion) and Run drives
-// client-go's loop in passes: each pass is LeaderElector.Run on a context of
-// its own, and its first acquire attempt is immediate. When the watch sees the
-// Lease released (an empty holderIdentity: what client-go's ReleaseOnCancel
-// writes, together with leaseDurationSeconds 1) or deleted, the pass is
-// cancelled and the next one starts at once. A pass is cancelled only between
-// attempts, never while an acquiring Create/Update is in flight or after one
-// succeeded, so leadership never starts on a dead context; shutdown waits for
-// an in-flight acquisition the same way.
+// Lease follows client-go's leader election rule for rule (tools/
+// leaderelection with a LeaseLock and ReleaseOnCancel): the same record in
+// the Lease, the same defaults and invariants (15s/10s/2s), expiry judged by
+// the follower's own clock from the moment it last saw the Lease change, a
+// leader that gives up after RenewDeadline without a renewal, and a release
+// that writes an empty holder. So leasecron replicas and any other client-go
+// candidate read one another's Leases correctly.
 //
-// While the watch is connected, the elector's reads are answered from the
-// watched object instead of a GET. The object carries its resourceVersion, so
-// an Update based on a stale copy fails with a conflict: a stale view can delay
-// a takeover, not make a wrong one. A follower's API traffic is then one long
-// watch request instead of a GET per RetryPeriod, and the expiry of a crashed
-// holder's Lease is judged by client-go exactly as before (no change seen for
-// leaseDurationSeconds). When the watch cannot be established (RBAC without
-// list/watch, an old server, an outage) the follower logs one warning, polls
-// like plain client-go and retries the watch with a capped backoff. The leader
-// neither watches nor reads from the watch: it renews with client-go's calls.
+// It is written here rather than used from client-go for two reasons.
+// client-go's elector polls: a follower notices a released Lease only at its
+// next RetryPeriod tick (2–4.4 s by default), and it has no "try now" hook.
+// And tools/leaderelection imports client-go's clientset and informers, which
+// register every built-in API group at start-up: about 15 MB of the binary
+// and 10 MiB of resident memory in a process that reads one kind of object.
+// The elector talks to the API server through client-go's REST client and
+// generic typed client (KubeClient) with a scheme of just Leases and Events.
+//
+// A follower watches the one Lease (a list and a watch selecting
+// metadata.name, resumed from the last resourceVersion) and tries to acquire
+// the moment the watch shows it released (an empty holderIdentity) or
+// deleted, and again when a held Lease's duration has passed since its last
+// change. While the watch is connected the follower's reads are answered from
+// the watched object instead of a GET. The object carries its
+// resourceVersion, so an Update based on a stale copy fails with a conflict:
+// a stale view can delay a takeover, not make a wrong one. A follower's API
+// traffic is then one long watch request. When the watch cannot be
+// established (RBAC without list/watch, an old server, an outage) the
+// follower logs one warning, polls every RetryPeriod with client-go's jitter
+// and retries the watch with a capped backoff. The leader neither watches nor
+// reads from the watch: it renews with an Update every RetryPeriod.
+//
+// An acquiring Create or Update is never cancelled, not even by shutdown:
+// that could leave this process holding the Lease without knowing. If it
+// won, lead runs (it sees the shutdown and returns) and the Lease is
+// released.
 //
 // RBAC for the Lease: get, update, list and watch on the named Lease (list and
 // watch honour resourceNames because the requests select metadata.name) and

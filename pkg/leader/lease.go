@@ -5,31 +5,30 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
-	"github.com/go-logr/logr"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
-	"k8s.io/klog/v2"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 )
 
 // LeaseConfig configures a Lease elector. Durations left zero take the
-// defaults client-go's examples use.
+// defaults of client-go's leader election.
 type LeaseConfig struct {
-	// Client reaches the coordination.k8s.io API: get, create and update
-	// the Lease, and list and watch it (selecting metadata.name) so that a
+	// Client reaches the Lease's namespace: get, create and update the
+	// Lease, and list and watch it (selecting metadata.name) so that a
 	// follower notices a release at once (see the package comment).
-	Client coordinationv1client.LeasesGetter
+	Client LeaseClient
 	// Namespace and Name locate the Lease.
 	Namespace, Name string
 	// Identity is this process's holder identity (the Pod name in a cluster).
 	Identity string
-	// LeaseDuration is how long followers wait after the last renewal before
-	// taking over a lease. Default 15s.
+	// LeaseDuration is how long followers wait after the last renewal they
+	// saw before taking over a lease. Default 15s.
 	LeaseDuration time.Duration
 	// RenewDeadline is how long the leader keeps retrying to renew before it
 	// gives up leadership. Default 10s.
@@ -37,7 +36,7 @@ type LeaseConfig struct {
 	// RetryPeriod is the wait between attempts to acquire or renew. Default 2s.
 	RetryPeriod time.Duration
 	// Events, if set, records leadership changes as Kubernetes Events.
-	Events resourcelock.EventRecorder
+	Events EventRecorder
 	// ForbiddenTimeout is how long a follower keeps trying while the API
 	// server answers every request on the Lease with 403 Forbidden before
 	// Run gives up and returns the error. Default 1m (DefaultForbiddenTimeout);
@@ -47,7 +46,7 @@ type LeaseConfig struct {
 	Log *slog.Logger
 }
 
-// Lease timing defaults.
+// Lease timing defaults, client-go's.
 const (
 	DefaultLeaseDuration = 15 * time.Second
 	DefaultRenewDeadline = 10 * time.Second
@@ -55,10 +54,16 @@ const (
 
 	// DefaultForbiddenTimeout is the default LeaseConfig.ForbiddenTimeout.
 	DefaultForbiddenTimeout = time.Minute
+
+	// JitterFactor spreads a polling follower's attempts over
+	// [RetryPeriod, (1+JitterFactor)·RetryPeriod], as client-go does.
+	JitterFactor = 1.2
 )
 
 // ValidateTimings checks client-go's invariants: every duration positive and
-// LeaseDuration > RenewDeadline > 1.2 × RetryPeriod. The messages name flags.
+// LeaseDuration > RenewDeadline > JitterFactor × RetryPeriod; and that
+// LeaseDuration is whole seconds, as the Lease stores it. The messages name
+// flags.
 func ValidateTimings(lease, renew, retry time.Duration) error {
 	switch {
 	case lease <= 0:
@@ -67,22 +72,25 @@ func ValidateTimings(lease, renew, retry time.Duration) error {
 		return fmt.Errorf("--renew-deadline must be positive (got %s)", renew)
 	case retry <= 0:
 		return fmt.Errorf("--retry-period must be positive (got %s)", retry)
+	case lease%time.Second != 0:
+		return fmt.Errorf("--lease-duration must be a whole number of seconds, as a Lease records it (got %s)", lease)
 	case renew >= lease:
 		return fmt.Errorf("--renew-deadline (%s) must be below --lease-duration (%s): a leader must give up before followers may take over", renew, lease)
-	case float64(renew) <= leaderelection.JitterFactor*float64(retry):
-		return fmt.Errorf("--renew-deadline (%s) must be above %.1f × --retry-period (%s): lower --retry-period or raise --renew-deadline", renew, leaderelection.JitterFactor, retry)
+	case float64(renew) <= JitterFactor*float64(retry):
+		return fmt.Errorf("--renew-deadline (%s) must be above %.1f × --retry-period (%s): lower --retry-period or raise --renew-deadline", renew, JitterFactor, retry)
 	}
 	return nil
 }
 
-// Lease elects the holder of a coordination.k8s.io Lease with client-go's
-// LeaderElector; while following it also watches the Lease and takes a
-// released one at once (see the package comment).
+// Lease elects the holder of a coordination.k8s.io Lease (see the package
+// comment).
 type Lease struct {
-	cfg     LeaseConfig
-	healthz *leaderelection.HealthzAdaptor
-	clock   clock.PassiveClock // times ForbiddenTimeout; a fake in tests
-	onLock  func(*leaseLock)   // tests: observe the lock Run builds
+	cfg   LeaseConfig
+	clock clock.PassiveClock // times ForbiddenTimeout; a fake in tests
+
+	mu        sync.Mutex
+	leading   bool
+	renewedAt time.Time // when the leader last wrote the Lease
 }
 
 // NewLease validates cfg and returns a Lease elector.
@@ -113,9 +121,7 @@ func NewLease(cfg LeaseConfig) (*Lease, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	// A leader that has not renewed for this long past its lease reports
-	// unhealthy, so the kubelet restarts it.
-	return &Lease{cfg: cfg, healthz: leaderelection.NewLeaderHealthzAdaptor(cfg.RenewDeadline), clock: clock.RealClock{}}, nil
+	return &Lease{cfg: cfg, clock: clock.RealClock{}}, nil
 }
 
 // Identity implements Elector.
@@ -124,165 +130,420 @@ func (l *Lease) Identity() string { return l.cfg.Identity }
 // Scope implements Elector.
 func (l *Lease) Scope() string { return "lease:" + l.cfg.Namespace + "/" + l.cfg.Name }
 
-// Healthy implements Elector.
-func (l *Lease) Healthy() error { return l.healthz.Check(nil) }
+// Healthy implements Elector: a leader that has not renewed its Lease for
+// LeaseDuration + RenewDeadline is unhealthy (it should have given up by
+// then), so the kubelet restarts it. client-go's HealthzAdaptor does the same.
+func (l *Lease) Healthy() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.leading {
+		return nil
+	}
+	if since := time.Since(l.renewedAt); since > l.cfg.LeaseDuration+l.cfg.RenewDeadline {
+		return fmt.Errorf("leading, but the Lease was last renewed %s ago (lease duration %s)", since.Round(time.Millisecond), l.cfg.LeaseDuration)
+	}
+	return nil
+}
+
+func (l *Lease) setLeading(leading bool, renewedAt time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.leading = leading
+	if !renewedAt.IsZero() {
+		l.renewedAt = renewedAt
+	}
+}
 
 // Run implements Elector. The lease is released only after lead returns.
 // A follower refused with 403 Forbidden on every request for
 // ForbiddenTimeout returns that error (apierrors.IsForbidden holds; the
 // message names the verb and the Lease) instead of waiting forever.
 func (l *Lease) Run(ctx context.Context, lead func(context.Context) error) error {
-	log := l.cfg.Log.With("lease", l.cfg.Namespace+"/"+l.cfg.Name, "identity", l.cfg.Identity)
-	// The election runs on its own context, cancelled once lead has
-	// returned (or, when not leading, once ctx ends): cancelling it is what
-	// makes client-go release the lease.
-	election, stopElection := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopElection()
-	// The watch lives while this process follows.
-	following, stopFollowing := context.WithCancel(election)
-	defer stopFollowing()
-
-	var (
-		mu      sync.Mutex
-		lost    bool
-		leadErr error
-	)
-	leadDone := make(chan struct{})
-	lock := &leaseLock{
-		client:    l.cfg.Client.Leases(l.cfg.Namespace),
-		namespace: l.cfg.Namespace, name: l.cfg.Name, identity: l.cfg.Identity,
-		events: l.cfg.Events, log: log, clock: l.clock, forbiddenTimeout: l.cfg.ForbiddenTimeout,
-		stop: stopElection, onAcquire: stopFollowing,
+	e := &election{
+		Lease:  l,
+		client: l.cfg.Client,
+		log:    l.cfg.Log.With("lease", l.cfg.Namespace+"/"+l.cfg.Name, "identity", l.cfg.Identity),
+		wake:   make(chan struct{}, 1),
 		denied: map[string]bool{},
 	}
-	if l.onLock != nil {
-		l.onLock(lock)
-	}
-	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-		Lock:            lock,
-		LeaseDuration:   l.cfg.LeaseDuration,
-		RenewDeadline:   l.cfg.RenewDeadline,
-		RetryPeriod:     l.cfg.RetryPeriod,
-		ReleaseOnCancel: true,
-		Name:            l.cfg.Name,
-		WatchDog:        l.healthz,
-		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(leaderCtx context.Context) {
-				log.Info("acquired the lease: leading")
-				err := lead(leaderCtx)
-				mu.Lock()
-				leadErr = err
-				// client-go cancels leaderCtx itself only when renewal fails.
-				lost = leaderCtx.Err() != nil && election.Err() == nil
-				mu.Unlock()
-				close(leadDone)
-				stopElection()
-			},
-			// client-go calls this whenever its Run returns, whether or
-			// not we ever led; Run below decides what happened.
-			OnStoppedLeading: func() {},
-		},
-	})
+	defer e.events.Wait()
+	e.log.Info("waiting for the lease")
+	acquired, err := e.follow(ctx)
 	if err != nil {
-		return fmt.Errorf("lease elector: %w", err)
+		e.log.Error("giving up: this process is not allowed to take the lease", "err", err)
+		return err
 	}
-	l.healthz.SetLeaderElection(le)
-
-	go lock.watchLease(following, l.cfg.RetryPeriod)
-	go func() {
-		select {
-		case <-ctx.Done():
-			lock.shutdown() // stop waiting to acquire, unless leading
-		case <-election.Done():
-		}
-	}()
-	// client-go logs every pass's start ("Attempting to acquire leader
-	// lease") and its own view of leadership at info level; a follower starts
-	// a pass on every renewal it sees, and this package logs leadership
-	// itself, so client-go's info lines go to debug. Its errors stay errors.
-	clientGoLog := logr.FromSlogHandler(demoteInfo{log.With("source", "client-go").Handler()})
-	log.Info("waiting for the lease")
-	for {
-		// Each pass is one client-go acquire loop (its first attempt is
-		// immediate). A wake-up from the watch ends the pass while it
-		// waits for its next RetryPeriod tick; once the lease is acquired
-		// the pass goes on renewing until lead returns or renewal fails.
-		attempt, cancelAttempt := context.WithCancel(election)
-		lock.beginAttempt(cancelAttempt)
-		le.Run(klog.NewContext(attempt, clientGoLog))
-		cancelAttempt()
-		if lock.isAcquired() || election.Err() != nil {
-			break
-		}
-	}
-	stopFollowing()
-	lock.stopExpiry()
-
-	if !lock.isAcquired() {
-		if err := lock.fatalErr(); err != nil {
-			log.Error("giving up: this process is not allowed to take the lease", "err", err)
-			return err
-		}
+	if !acquired {
 		return nil // shut down before ever leading
 	}
-	// client-go's Run returned: either lead finished and we released the
-	// lease, or renewal failed and client-go cancelled lead's context. Wait
-	// for lead either way (client-go starts it whenever it acquired), so no
-	// work outlives leadership.
-	<-leadDone
-	mu.Lock()
-	defer mu.Unlock()
-	if lost {
-		log.Error("lost the lease: could not renew it within the renew deadline")
-		if leadErr != nil {
-			return fmt.Errorf("%w: %w", ErrLeadershipLost, leadErr)
+	return e.lead(ctx, lead)
+}
+
+// election is the state of one Run.
+type election struct {
+	*Lease
+	client LeaseClient
+	log    *slog.Logger
+	wake   chan struct{} // a follower should try to acquire now
+	events sync.WaitGroup
+
+	mu         sync.Mutex
+	lease      *coordinationv1.Lease    // last copy read or written; its resourceVersion guards Update
+	observed   coordinationv1.LeaseSpec // the last spec seen ...
+	observedAt time.Time                // ... and when it was first seen, by this process's clock
+	watched    *coordinationv1.Lease    // the follower's view from the watch; nil: no such Lease
+	watching   bool                     // the watch is connected: reads are answered from watched
+	expiry     *time.Timer              // wakes the follower when the watched Lease expires
+	denied     map[string]bool          // verbs whose 403 was logged
+	deniedAt   time.Time                // first of an unbroken run of 403s; zero: none
+	fatal      error                    // why a follower gave up
+}
+
+func (e *election) leaseResource() string {
+	return fmt.Sprintf("leases.coordination.k8s.io %q in namespace %q", e.cfg.Name, e.cfg.Namespace)
+}
+
+// poke makes a waiting follower try to acquire at once.
+func (e *election) poke() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// follow tries to acquire the Lease until it does (true), ctx ends (false)
+// or this process gave up (the error). It tries at once, then whenever the
+// watch sees the Lease free, changed or expired, and at least every
+// RetryPeriod (with client-go's jitter) while the watch is down.
+//
+// An attempt runs to its end even when ctx ends meanwhile: cancelling a
+// Create or Update could leave this process holding the Lease without
+// knowing. If it won, this process leads (lead sees shutdown and returns at
+// once) and then releases the Lease.
+func (e *election) follow(ctx context.Context) (bool, error) {
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		e.watchLease(watchCtx)
+	}()
+	defer func() {
+		stopWatch()
+		<-watchDone
+		e.setWatching(false)
+	}()
+	for {
+		if e.tryAcquire(ctx) {
+			return true, nil
 		}
-		return ErrLeadershipLost
-	}
-	if lock.wasReleased() {
-		log.Info("released the lease")
-	} else {
-		log.Warn("could not release the lease: a follower takes over once it expires", "lease_duration", l.cfg.LeaseDuration)
-	}
-	return leadErr
-}
-
-// demoteInfo passes errors (and warnings) on and turns everything below them
-// into debug records, and also the errors that are 409 Conflicts: followers
-// racing for a released Lease lose with one, which is the election working.
-type demoteInfo struct{ slog.Handler }
-
-func (d demoteInfo) Enabled(ctx context.Context, l slog.Level) bool {
-	return d.Handler.Enabled(ctx, demote(l))
-}
-
-func (d demoteInfo) Handle(ctx context.Context, r slog.Record) error {
-	if conflict(r) {
-		r.Level = slog.LevelDebug
-	}
-	r.Level = demote(r.Level)
-	return d.Handler.Handle(ctx, r)
-}
-
-// conflict reports whether r carries an error that is a 409 Conflict.
-func conflict(r slog.Record) (found bool) {
-	r.Attrs(func(a slog.Attr) bool {
-		if err, ok := a.Value.Any().(error); ok && apierrors.IsConflict(err) {
-			found = true
+		if err := e.fatalErr(); err != nil {
+			return false, err
 		}
-		return !found
-	})
-	return found
-}
-
-func (d demoteInfo) WithAttrs(as []slog.Attr) slog.Handler {
-	return demoteInfo{d.Handler.WithAttrs(as)}
-}
-func (d demoteInfo) WithGroup(n string) slog.Handler { return demoteInfo{d.Handler.WithGroup(n)} }
-
-func demote(l slog.Level) slog.Level {
-	if l < slog.LevelWarn {
-		return slog.LevelDebug
+		wait := e.cfg.RetryPeriod + time.Duration(rand.Float64()*JitterFactor*float64(e.cfg.RetryPeriod))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false, nil
+		case <-e.wake:
+			t.Stop()
+		case <-t.C:
+		}
 	}
-	return l
+}
+
+// tryAcquire makes one attempt to take the Lease, as client-go's
+// tryAcquireOrRenew does: create it if absent; take it if it is released
+// (no holder), expired (unchanged for its duration, as this process saw it)
+// or already names this process (a restarted container of the same Pod).
+func (e *election) tryAcquire(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.RenewDeadline)
+	defer cancel()
+	now := time.Now()
+	cur, err := e.get(ctx)
+	if apierrors.IsNotFound(err) {
+		created, err := e.client.Create(ctx, &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Name: e.cfg.Name, Namespace: e.cfg.Namespace},
+			Spec:       e.acquireSpec(nil, now),
+		}, metav1.CreateOptions{})
+		return e.acquired("create", created, err, now)
+	}
+	if err != nil {
+		e.failed("get", err)
+		return false
+	}
+	e.mu.Lock()
+	e.observeLocked(cur, now)
+	held := holderOf(cur) != "" && holderOf(cur) != e.cfg.Identity && e.validLocked(now)
+	e.mu.Unlock()
+	if held {
+		return false
+	}
+	next := cur.DeepCopy()
+	next.Spec = e.acquireSpec(cur, now)
+	updated, err := e.client.Update(ctx, next, metav1.UpdateOptions{})
+	return e.acquired("update", updated, err, now)
+}
+
+// get reads the Lease: from the watch while it is connected, else from the
+// API server.
+func (e *election) get(ctx context.Context) (*coordinationv1.Lease, error) {
+	e.mu.Lock()
+	if e.watching {
+		w := e.watched
+		e.mu.Unlock()
+		if w == nil {
+			return nil, apierrors.NewNotFound(coordinationv1.Resource("leases"), e.cfg.Name)
+		}
+		return w.DeepCopy(), nil
+	}
+	e.mu.Unlock()
+	l, err := e.client.Get(ctx, e.cfg.Name, metav1.GetOptions{})
+	e.observeErr("get", err)
+	return l, err
+}
+
+// acquireSpec is the spec of a Lease this process takes over from old (nil:
+// creates). It keeps the acquire time and count of transitions when old
+// names this process already, and counts one more transition otherwise.
+func (e *election) acquireSpec(old *coordinationv1.Lease, now time.Time) coordinationv1.LeaseSpec {
+	t := metav1.NewMicroTime(now)
+	id, seconds, transitions := e.cfg.Identity, int32(e.cfg.LeaseDuration/time.Second), int32(0)
+	spec := coordinationv1.LeaseSpec{HolderIdentity: &id, LeaseDurationSeconds: &seconds, AcquireTime: &t, RenewTime: &t}
+	if old != nil {
+		spec.Strategy, spec.PreferredHolder = old.Spec.Strategy, old.Spec.PreferredHolder
+		if old.Spec.LeaseTransitions != nil {
+			transitions = *old.Spec.LeaseTransitions
+		}
+		if holderOf(old) == id && old.Spec.AcquireTime != nil {
+			spec.AcquireTime = old.Spec.AcquireTime.DeepCopy()
+		} else {
+			transitions++
+		}
+	}
+	spec.LeaseTransitions = &transitions
+	return spec
+}
+
+// acquired records the outcome of an acquiring Create or Update.
+func (e *election) acquired(verb string, l *coordinationv1.Lease, err error, now time.Time) bool {
+	e.observeErr(verb, err)
+	if err != nil {
+		e.failed(verb, err)
+		return false
+	}
+	e.mu.Lock()
+	e.lease = l
+	e.observeLocked(l, now)
+	e.mu.Unlock()
+	return true
+}
+
+// failed logs a failed attempt to acquire. Losing a race for a released
+// Lease (409 Conflict, or AlreadyExists on create) is the election working;
+// 401 and 403 were logged once by observeErr.
+func (e *election) failed(verb string, err error) {
+	switch {
+	case apierrors.IsConflict(err), apierrors.IsAlreadyExists(err):
+		e.log.Debug("another process took the lease first", "verb", verb, "err", err)
+	case apierrors.IsForbidden(err), apierrors.IsUnauthorized(err):
+	default:
+		e.log.Error(fmt.Sprintf("cannot %s the lease", verb), "err", err)
+	}
+}
+
+// observeLocked notes l's spec and, if it differs from the last one seen,
+// the time: a holder's Lease expires LeaseDurationSeconds after this
+// process last saw it change, by this process's clock, so the clocks of
+// the holder and the API server do not matter (client-go's rule).
+func (e *election) observeLocked(l *coordinationv1.Lease, now time.Time) {
+	if e.observedAt.IsZero() || !apiequality.Semantic.DeepEqual(l.Spec, e.observed) {
+		e.observed, e.observedAt = *l.Spec.DeepCopy(), now
+	}
+}
+
+// validLocked reports whether the last Lease seen has not expired.
+func (e *election) validLocked(now time.Time) bool {
+	if e.observed.LeaseDurationSeconds == nil {
+		return false
+	}
+	return now.Before(e.observedAt.Add(time.Duration(*e.observed.LeaseDurationSeconds) * time.Second))
+}
+
+func holderOf(l *coordinationv1.Lease) string {
+	if l == nil || l.Spec.HolderIdentity == nil {
+		return ""
+	}
+	return *l.Spec.HolderIdentity
+}
+
+// lead runs lead while renewing the Lease every RetryPeriod. A renewal that
+// has not succeeded within RenewDeadline, or a Lease that names another
+// holder, ends leadership: lead's context is cancelled and Run returns
+// ErrLeadershipLost once lead has returned. When lead returns on its own the
+// Lease is released, so a follower takes over at once.
+func (e *election) lead(ctx context.Context, lead func(context.Context) error) error {
+	e.setLeading(true, time.Now())
+	defer e.setLeading(false, time.Time{})
+	e.log.Info("acquired the lease: leading")
+	e.event("became leader")
+
+	// Shutdown does not cancel lead's context: lead notices it itself.
+	leaderCtx, lose := context.WithCancel(context.WithoutCancel(ctx))
+	defer lose()
+	leadDone := make(chan error, 1)
+	go func() { leadDone <- lead(leaderCtx) }()
+	for {
+		t := time.NewTimer(e.cfg.RetryPeriod)
+		select {
+		case err := <-leadDone:
+			t.Stop()
+			e.release()
+			return err
+		case <-t.C:
+		}
+		if why := e.renew(); why != "" {
+			lose()
+			err := <-leadDone
+			e.log.Error("lost the lease: " + why)
+			e.event("stopped leading")
+			if err != nil {
+				return fmt.Errorf("%w: %w", ErrLeadershipLost, err)
+			}
+			return ErrLeadershipLost
+		}
+	}
+}
+
+// renew renews the Lease, retrying every RetryPeriod for up to
+// RenewDeadline. It returns why it failed, or "" once renewed.
+func (e *election) renew() string {
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RenewDeadline)
+	defer cancel()
+	for {
+		now := time.Now()
+		e.mu.Lock()
+		next := e.lease.DeepCopy()
+		e.mu.Unlock()
+		id, seconds, t := e.cfg.Identity, int32(e.cfg.LeaseDuration/time.Second), metav1.NewMicroTime(now)
+		next.Spec.HolderIdentity, next.Spec.LeaseDurationSeconds, next.Spec.RenewTime = &id, &seconds, &t
+		updated, err := e.client.Update(ctx, next, metav1.UpdateOptions{})
+		e.observeErr("update", err)
+		switch {
+		case err == nil:
+			e.mu.Lock()
+			e.lease = updated
+			e.observeLocked(updated, now)
+			e.mu.Unlock()
+			e.setLeading(true, now)
+			return ""
+		case apierrors.IsNotFound(err):
+			return "the Lease was deleted"
+		case apierrors.IsConflict(err):
+			// Someone else wrote the Lease: read it. If it still names
+			// this process the next attempt writes on the fresh copy.
+			cur, gerr := e.client.Get(ctx, e.cfg.Name, metav1.GetOptions{})
+			e.observeErr("get", gerr)
+			if gerr == nil {
+				if h := holderOf(cur); h != e.cfg.Identity {
+					return fmt.Sprintf("%q holds it now", h)
+				}
+				e.mu.Lock()
+				e.lease = cur
+				e.mu.Unlock()
+				continue
+			}
+			err = gerr
+		}
+		e.log.Warn("cannot renew the lease", "err", err)
+		t2 := time.NewTimer(e.cfg.RetryPeriod)
+		select {
+		case <-ctx.Done():
+			t2.Stop()
+			return fmt.Sprintf("could not renew it within the renew deadline (%s)", e.cfg.RenewDeadline)
+		case <-t2.C:
+		}
+	}
+}
+
+// release gives up the Lease the way client-go's ReleaseOnCancel does: no
+// holder, a duration of one second, renewed now.
+func (e *election) release() {
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RenewDeadline)
+	defer cancel()
+	e.mu.Lock()
+	next := e.lease.DeepCopy()
+	e.mu.Unlock()
+	none, one, t := "", int32(1), metav1.NewMicroTime(time.Now())
+	next.Spec.HolderIdentity, next.Spec.LeaseDurationSeconds, next.Spec.AcquireTime, next.Spec.RenewTime = &none, &one, &t, &t
+	_, err := e.client.Update(ctx, next, metav1.UpdateOptions{})
+	e.observeErr("update", err)
+	e.event("stopped leading")
+	if err != nil {
+		e.log.Warn("could not release the lease: a follower takes over once it expires", "lease_duration", e.cfg.LeaseDuration, "err", err)
+		return
+	}
+	e.log.Info("released the lease")
+}
+
+// event records a leadership change as an Event, in the background; Run
+// waits for it before it returns.
+func (e *election) event(change string) {
+	if e.cfg.Events == nil {
+		return
+	}
+	e.mu.Lock()
+	lease := e.lease.DeepCopy()
+	e.mu.Unlock()
+	e.events.Add(1)
+	go func() {
+		defer e.events.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), eventTimeout)
+		defer cancel()
+		if err := e.cfg.Events.LeaderEvent(ctx, lease, e.cfg.Identity, change); err != nil {
+			e.log.Warn("cannot record an Event", "err", err)
+		}
+	}()
+}
+
+// eventTimeout bounds the wait for an Event to be recorded.
+const eventTimeout = 2 * time.Second
+
+func (e *election) fatalErr() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.fatal
+}
+
+// observeErr classifies the outcome of an API call on the Lease: 401 and
+// each verb's 403 are logged once, naming what to fix; a follower refused
+// with 403 for ForbiddenTimeout gives up.
+func (e *election) observeErr(verb string, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !apierrors.IsForbidden(err) {
+		e.deniedAt = time.Time{}
+		if apierrors.IsUnauthorized(err) && !e.denied["unauthorized"] {
+			e.denied["unauthorized"] = true
+			e.log.Error("the API server does not accept this process's credentials (401 Unauthorized): check the ServiceAccount token or kubeconfig", "err", err)
+		}
+		return
+	}
+	if !e.denied[verb] {
+		e.denied[verb] = true
+		e.log.Error(fmt.Sprintf("RBAC forbids %s on %s: grant get and update on this Lease and create on leases to this process's ServiceAccount (or user) in a Role in that namespace", verb, e.leaseResource()),
+			"verb", verb, "resource", "leases.coordination.k8s.io", "err", err)
+	}
+	now := e.clock.Now()
+	if e.deniedAt.IsZero() {
+		e.deniedAt = now
+	}
+	if e.lease != nil || e.fatal != nil || e.cfg.ForbiddenTimeout < 0 || now.Sub(e.deniedAt) < e.cfg.ForbiddenTimeout {
+		return
+	}
+	// A follower that was refused everything for this long will not lead
+	// before someone fixes RBAC: say so by ending Run with an error (the
+	// process exits 1 and the restart makes the problem visible) instead of
+	// waiting silently.
+	e.fatal = fmt.Errorf("giving up on %s after %s of 403 Forbidden: RBAC forbids %s: %w", e.leaseResource(), now.Sub(e.deniedAt).Round(time.Millisecond), verb, err)
 }

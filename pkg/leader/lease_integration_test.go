@@ -10,6 +10,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -84,12 +85,12 @@ func (e *itEnv) lease(t *testing.T, ns string) *coordinationv1.Lease {
 // elector builds a Lease elector with its own client from cfg.
 func (e *itEnv) elector(t *testing.T, cfg *rest.Config, ns, id string, log *slog.Logger, tune func(*LeaseConfig)) *Lease {
 	t.Helper()
-	client, err := kubernetes.NewForConfig(cfg)
+	client, err := NewKubeClient(cfg, ns, "leasecron-test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	lc := LeaseConfig{
-		Client: client.CoordinationV1(), Namespace: ns, Name: "leasecron", Identity: id,
+		Client: client, Events: client, Namespace: ns, Name: "leasecron", Identity: id,
 		LeaseDuration: itLease, RenewDeadline: itRenew, RetryPeriod: itRetry, Log: log,
 	}
 	if tune != nil {
@@ -462,6 +463,7 @@ func (e *itEnv) testRBACRole(t *testing.T, withWatch bool) {
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{"leasecron"}, Verbs: named},
 			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
+			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
 		},
 	}
 	if _, err := e.admin.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
@@ -517,5 +519,21 @@ func (e *itEnv) testRBACRole(t *testing.T, withWatch bool) {
 		if n := s.count(slog.LevelError); n != 0 {
 			t.Errorf("%d error logs under a sufficient Role, want none", n)
 		}
+	}
+	// Each change of leader was recorded as an Event on the Lease, under
+	// the same Role (Run waits for its Events before it returns).
+	evs, err := e.admin.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "reason=LeaderElection"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range evs.Items {
+		if ev.InvolvedObject.Kind == "Lease" && ev.InvolvedObject.Name == "leasecron" && ev.Source.Component == "leasecron-test" {
+			got = append(got, ev.Message)
+		}
+	}
+	slices.Sort(got)
+	if want := []string{"a became leader", "a stopped leading", "b became leader"}; !slices.Equal(got, want) {
+		t.Errorf("LeaderElection Events on the Lease: %q, want %q", got, want)
 	}
 }

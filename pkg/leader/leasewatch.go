@@ -23,26 +23,27 @@ const maxWatchBackoff = 5 * time.Minute
 // errWatchClosed ends a watch whose result channel closed.
 var errWatchClosed = errors.New("watch closed")
 
-// watchLease keeps k's view of the Lease current while this process follows:
+// watchLease keeps e's view of the Lease current while this process follows:
 // a list and a watch, both selecting the one Lease by metadata.name (so a Role
 // can grant list and watch with resourceNames), resumed from the last
 // resourceVersion when the server ends the watch, listed again when the
 // resourceVersion is too old. It returns when ctx ends (this process leads or
 // Run returns). While the watch is down the elector polls the API server.
-func (k *leaseLock) watchLease(ctx context.Context, retry time.Duration) {
-	sel := fields.OneTermEqualSelector("metadata.name", k.name).String()
+func (e *election) watchLease(ctx context.Context) {
+	retry := e.cfg.RetryPeriod
+	sel := fields.OneTermEqualSelector("metadata.name", e.cfg.Name).String()
 	warned, failing := false, false
 	backoff := retry
 	for ctx.Err() == nil {
-		err := k.listAndWatch(ctx, sel, func() {
+		err := e.listAndWatch(ctx, sel, func() {
 			if failing {
 				failing = false
-				k.log.Info("watching the Lease again: followers take over a released Lease at once")
+				e.log.Info("watching the Lease again: followers take over a released Lease at once")
 			}
-			k.log.Debug("watching the Lease for a release")
+			e.log.Debug("watching the Lease for a release")
 			backoff = retry
 		})
-		k.setWatching(false)
+		e.setWatching(false)
 		if ctx.Err() != nil {
 			return
 		}
@@ -51,11 +52,11 @@ func (k *leaseLock) watchLease(ctx context.Context, retry time.Duration) {
 			warned = true
 			msg := "cannot watch the Lease: polling it every retry period instead, so a released Lease is noticed up to that late"
 			if apierrors.IsForbidden(err) {
-				msg = fmt.Sprintf("RBAC forbids list/watch on %s: polling it every retry period instead, so a released Lease is noticed up to that late; grant list and watch on this Lease (resourceNames works: the requests select metadata.name)", k.leaseResource())
+				msg = fmt.Sprintf("RBAC forbids list/watch on %s: polling it every retry period instead, so a released Lease is noticed up to that late; grant list and watch on this Lease (resourceNames works: the requests select metadata.name)", e.leaseResource())
 			}
-			k.log.Warn(msg, "err", err, "retry_in", backoff)
+			e.log.Warn(msg, "err", err, "retry_in", backoff)
 		} else {
-			k.log.Debug("cannot watch the Lease", "err", err, "retry_in", backoff)
+			e.log.Debug("cannot watch the Lease", "err", err, "retry_in", backoff)
 		}
 		t := time.NewTimer(backoff)
 		select {
@@ -70,14 +71,14 @@ func (k *leaseLock) watchLease(ctx context.Context, retry time.Duration) {
 
 // listAndWatch lists the Lease and watches it until the watch fails or ctx
 // ends; connected is called each time a watch is established.
-func (k *leaseLock) listAndWatch(ctx context.Context, sel string, connected func()) error {
-	list, err := k.client.List(ctx, metav1.ListOptions{FieldSelector: sel})
+func (e *election) listAndWatch(ctx context.Context, sel string, connected func()) error {
+	list, err := e.client.List(ctx, metav1.ListOptions{FieldSelector: sel})
 	if err != nil {
 		return fmt.Errorf("list: %w", err)
 	}
 	var cur *coordinationv1.Lease
 	for i := range list.Items {
-		if list.Items[i].Name == k.name {
+		if list.Items[i].Name == e.cfg.Name {
 			cur = list.Items[i].DeepCopy()
 		}
 	}
@@ -86,27 +87,27 @@ func (k *leaseLock) listAndWatch(ctx context.Context, sel string, connected func
 		// Like client-go's reflector: the server ends each watch after
 		// 5–10 minutes, and the next one resumes from rv.
 		timeout := int64(300 + rand.IntN(300))
-		w, err := k.client.Watch(ctx, metav1.ListOptions{
+		w, err := e.client.Watch(ctx, metav1.ListOptions{
 			FieldSelector: sel, ResourceVersion: rv, AllowWatchBookmarks: true, TimeoutSeconds: &timeout,
 		})
 		if err != nil {
 			return fmt.Errorf("watch: %w", err)
 		}
-		k.setWatched(cur, true)
+		e.setWatched(cur, true)
 		connected()
-		err = k.consume(ctx, w, &cur, &rv)
+		err = e.consume(ctx, w, &cur, &rv)
 		w.Stop()
 		if !errors.Is(err, errWatchClosed) {
 			return err
 		}
-		k.setWatching(false)
+		e.setWatching(false)
 	}
 }
 
 // consume applies w's events to cur and rv until w closes (errWatchClosed),
 // the server reports an error (for example 410 Gone: list again), or ctx
 // ends (nil).
-func (k *leaseLock) consume(ctx context.Context, w watch.Interface, cur **coordinationv1.Lease, rv *string) error {
+func (e *election) consume(ctx context.Context, w watch.Interface, cur **coordinationv1.Lease, rv *string) error {
 	for {
 		select {
 		case <-ctx.Done():
@@ -125,7 +126,7 @@ func (k *leaseLock) consume(ctx context.Context, w watch.Interface, cur **coordi
 				continue
 			}
 			l, isLease := ev.Object.(*coordinationv1.Lease)
-			if !isLease || l.Name != k.name {
+			if !isLease || l.Name != e.cfg.Name {
 				continue
 			}
 			if l.ResourceVersion != "" {
@@ -136,7 +137,7 @@ func (k *leaseLock) consume(ctx context.Context, w watch.Interface, cur **coordi
 			} else {
 				*cur = l.DeepCopy()
 			}
-			k.setWatched(*cur, true)
+			e.setWatched(*cur, true)
 		}
 	}
 }
@@ -147,4 +148,58 @@ func metav1ObjectRV(o any) (string, error) {
 		return "", errors.New("not an object")
 	}
 	return m.GetResourceVersion(), nil
+}
+
+// acquirable reports whether a watched Lease is free for the taking: absent,
+// or released (no holder: what release writes, as client-go's
+// ReleaseOnCancel does).
+func acquirable(l *coordinationv1.Lease) bool {
+	return holderOf(l) == ""
+}
+
+// expiryMargin is how long after a held Lease's expiry, as this process
+// observed it, the follower wakes to take it over.
+const expiryMargin = 100 * time.Millisecond
+
+// setWatched records the watch's view of the Lease (ok: the watch is
+// connected and the view is current). It wakes the follower when the Lease
+// became free, and also when it changed, and notes the time of the change:
+// expiry is judged from the moment this process saw the last renewal. Each
+// change also sets a timer for the moment that Lease expires, so a follower
+// takes over a crashed holder's Lease within expiryMargin of its lease
+// duration instead of at its next poll.
+func (e *election) setWatched(l *coordinationv1.Lease, ok bool) {
+	now := time.Now()
+	e.mu.Lock()
+	changed := (l == nil) != (e.watched == nil) || (l != nil && l.ResourceVersion != e.watched.ResourceVersion)
+	e.watched, e.watching = l, ok
+	if ok && l != nil {
+		e.observeLocked(l, now)
+	}
+	wake := ok && (acquirable(l) || changed)
+	if !ok || acquirable(l) || changed {
+		e.stopExpiryLocked()
+	}
+	if ok && !acquirable(l) && e.expiry == nil && l.Spec.LeaseDurationSeconds != nil {
+		e.expiry = time.AfterFunc(time.Duration(*l.Spec.LeaseDurationSeconds)*time.Second+expiryMargin, e.poke)
+	}
+	e.mu.Unlock()
+	if wake {
+		e.poke()
+	}
+}
+
+// setWatching marks the watched view as usable or not.
+func (e *election) setWatching(ok bool) {
+	e.mu.Lock()
+	l := e.watched
+	e.mu.Unlock()
+	e.setWatched(l, ok)
+}
+
+func (e *election) stopExpiryLocked() {
+	if e.expiry != nil {
+		e.expiry.Stop()
+		e.expiry = nil
+	}
 }
