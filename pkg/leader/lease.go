@@ -441,19 +441,19 @@ func (e *election) renew() string {
 			return "the Lease was deleted"
 		case apierrors.IsConflict(err):
 			// Someone else wrote the Lease: read it. If it still names
-			// this process the next attempt writes on the fresh copy.
+			// this process, the next attempt writes on the fresh copy.
 			cur, gerr := e.client.Get(ctx, e.cfg.Name, metav1.GetOptions{})
 			e.observeErr("get", gerr)
-			if gerr == nil {
-				if h := holderOf(cur); h != e.cfg.Identity {
-					return fmt.Sprintf("%q holds it now", h)
-				}
-				e.mu.Lock()
-				e.lease = cur
-				e.mu.Unlock()
-				continue
+			if gerr != nil {
+				err = gerr
+				break
 			}
-			err = gerr
+			if h := holderOf(cur); h != e.cfg.Identity {
+				return fmt.Sprintf("%q holds it now", h)
+			}
+			e.mu.Lock()
+			e.lease = cur
+			e.mu.Unlock()
 		}
 		e.log.Warn("cannot renew the lease", "err", err)
 		t2 := time.NewTimer(e.cfg.RetryPeriod)
