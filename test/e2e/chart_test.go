@@ -31,6 +31,7 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"unknown log format", append(dsn, "--set", "logFormat=xml"), "at '/logFormat': value must be one of 'json', 'text'"},
 		{"no database", nil, "a database is required: set database.dsn"},
 		{"grace period too short", append(dsn, "--set", "shutdownGracePeriod=60s"), "terminationGracePeriodSeconds (45) must be greater than shutdownGracePeriod"},
+		{"lease duration not whole seconds", append(dsn, "--set", "leaderElection.leaseDuration=15500ms"), "leaderElection.leaseDuration (15500ms) must be a whole number of seconds, as a Lease records it"},
 		{"renew deadline above lease", append(dsn, "--set", "leaderElection.renewDeadline=20s"), "leaderElection.leaseDuration (15s) must be greater than leaderElection.renewDeadline (20s)"},
 		{"Role for an unnamed account", append(dsn, "--set", "serviceAccount.create=false"), "with serviceAccount.create=false set serviceAccount.name"},
 	} {

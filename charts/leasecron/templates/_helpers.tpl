@@ -149,6 +149,9 @@ that says what is wrong and how to fix it.
 {{- $lease := include "leasecron.durationSeconds" .Values.leaderElection.leaseDuration | float64 }}
 {{- $renew := include "leasecron.durationSeconds" .Values.leaderElection.renewDeadline | float64 }}
 {{- $retry := include "leasecron.durationSeconds" .Values.leaderElection.retryPeriod | float64 }}
+{{- if ne $lease (floor $lease) }}
+{{- fail (printf "leasecron: leaderElection.leaseDuration (%s) must be a whole number of seconds, as a Lease records it" .Values.leaderElection.leaseDuration) }}
+{{- end }}
 {{- if le $lease $renew }}
 {{- fail (printf "leasecron: leaderElection.leaseDuration (%s) must be greater than leaderElection.renewDeadline (%s)" .Values.leaderElection.leaseDuration .Values.leaderElection.renewDeadline) }}
 {{- end }}
