@@ -52,6 +52,7 @@ func TestLeaseIntegration(t *testing.T) {
 		t.Run("GracefulRelease", env.testGracefulRelease)
 		t.Run("ReleaseWakesFollowerBeforeItsPoll", env.testReleaseWakesSlowFollower)
 		t.Run("TakeoverAfterHolderCrash", env.testCrashTakeover)
+		t.Run("TakenByAnother", env.testTakenByAnother)
 		t.Run("RBACDenied", env.testRBACDenied)
 		t.Run("RBACChartRole", func(t *testing.T) { env.testRBACRole(t, true) })
 		t.Run("RBACRoleWithoutWatch", func(t *testing.T) { env.testRBACRole(t, false) })
@@ -535,5 +536,37 @@ func (e *itEnv) testRBACRole(t *testing.T, withWatch bool) {
 	slices.Sort(got)
 	if want := []string{"a became leader", "a stopped leading", "b became leader"}; !slices.Equal(got, want) {
 		t.Errorf("LeaderElection Events on the Lease: %q, want %q", got, want)
+	}
+}
+
+// A leader whose renewal meets a Lease that another writer gave to someone
+// else (the API server refuses the stale update with a conflict) stops
+// leading at its next renewal, without waiting out its renew deadline, and
+// does not write the Lease back.
+func (e *itEnv) testTakenByAnother(t *testing.T) {
+	t.Parallel()
+	ns := e.namespace(t)
+	log := &logSink{}
+	a := run(t, e.elector(t, e.cp.AdminConfig(), ns, "a", slog.New(log), func(c *LeaseConfig) {
+		c.LeaseDuration, c.RenewDeadline = time.Minute, 50*time.Second
+	}))
+	await(t, "a to lead", a.leading)
+	taken := e.lease(t, ns)
+	intruder := "x"
+	taken.Spec.HolderIdentity = &intruder
+	takenAt := time.Now()
+	if _, err := e.admin.CoordinationV1().Leases(ns).Update(context.Background(), taken, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	await(t, "a's Run to return", a.exited)
+	t.Logf("lease given to another holder: the leader gave up %s later (retry period %s)", time.Since(takenAt).Round(time.Millisecond), itRetry)
+	if !errors.Is(a.err, ErrLeadershipLost) {
+		t.Fatalf("Run = %v, want ErrLeadershipLost", a.err)
+	}
+	if n := log.count(slog.LevelError, "lost the lease", `"x" holds it now`); n != 1 {
+		t.Errorf("%d errors naming the new holder, want 1", n)
+	}
+	if h := holder(e.lease(t, ns)); h != "x" {
+		t.Fatalf("holder = %q, want x: the old leader wrote the Lease back", h)
 	}
 }

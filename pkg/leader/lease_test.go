@@ -693,3 +693,32 @@ func TestConflictsAreNotErrors(t *testing.T) {
 		t.Fatalf("the failed get was not logged as an error")
 	}
 }
+
+// A process that finds the Lease naming itself (its container restarted
+// within the same Pod) takes it back at once instead of waiting for it to
+// expire, keeping its acquire time and count of transitions, as client-go
+// does.
+func TestOwnLeaseIsTakenBackAtOnce(t *testing.T) {
+	c := newClient(t)
+	id, hour, transitions := "a", int32(3600), int32(4)
+	acquired := metav1.NewMicroTime(time.Now().Add(-time.Hour).Truncate(time.Second))
+	if _, err := c.CoordinationV1().Leases("ns").Create(context.Background(), &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "leasecron"},
+		Spec: coordinationv1.LeaseSpec{
+			HolderIdentity: &id, LeaseDurationSeconds: &hour, AcquireTime: &acquired, RenewTime: &acquired, LeaseTransitions: &transitions,
+		},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	leads, _ := runFollower(t, newLease(t, c, "a"))
+	select {
+	case <-leads:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the Lease's own holder did not take it back")
+	}
+	got := getLease(t, c)
+	if holder(got) != "a" || !got.Spec.AcquireTime.Equal(&acquired) || *got.Spec.LeaseTransitions != transitions || *got.Spec.LeaseDurationSeconds != 1 {
+		t.Fatalf("lease after taking it back: holder %q, acquired %v, transitions %d, duration %ds; want a, %v, %d, 1s",
+			holder(got), got.Spec.AcquireTime, *got.Spec.LeaseTransitions, *got.Spec.LeaseDurationSeconds, acquired, transitions)
+	}
+}
