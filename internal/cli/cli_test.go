@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // execute runs the command line in-process with a clean LEASECRON_*
@@ -113,8 +114,14 @@ func hasFlag(args []string, flag string) bool {
 
 func TestUnreachableDatabaseExits1WithRedactedDSN(t *testing.T) {
 	dir := t.TempDir()
+	start := time.Now()
 	code, _, stderr := execute(t, nil, "migrate", "--database-dsn", "mysql://app:hunter2@127.0.0.1:1/stats",
 		"--database-connect-timeout", "600ms", "--log-format", "json")
+	// It keeps trying for the whole timeout, not until the next backoff
+	// would pass it.
+	if elapsed := time.Since(start); elapsed < 600*time.Millisecond {
+		t.Errorf("gave up after %s, before --database-connect-timeout 600ms", elapsed)
+	}
 	if code != ExitFailure {
 		t.Fatalf("exit code %d, want 1; stderr: %s", code, stderr)
 	}

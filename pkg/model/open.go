@@ -32,7 +32,8 @@ func Open(ctx context.Context, dsn DSN, wait time.Duration, log *slog.Logger) (*
 	default:
 		return nil, fmt.Errorf("unknown dialect %q", dsn.Dialect)
 	}
-	deadline := time.Now().Add(wait)
+	start := time.Now()
+	deadline := start.Add(wait)
 	backoff := 250 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		db, err := connect(ctx, dialector)
@@ -40,13 +41,17 @@ func Open(ctx context.Context, dsn DSN, wait time.Duration, log *slog.Logger) (*
 			return db, nil
 		}
 		err = dsn.Scrub(err)
-		if ctx.Err() != nil || time.Now().Add(backoff).After(deadline) {
-			return nil, fmt.Errorf("database %s is unreachable after %d attempts over %s: %w", dsn, attempt, wait, err)
+		// The last wait is cut short so that the last attempt comes at
+		// the deadline: the whole of wait is used, and no more.
+		remaining := time.Until(deadline)
+		if ctx.Err() != nil || remaining <= 0 {
+			return nil, fmt.Errorf("database %s is unreachable after %d attempts over %s: %w", dsn, attempt, time.Since(start).Round(time.Millisecond), err)
 		}
-		log.Warn("database unreachable, retrying", "dsn", dsn.String(), "attempt", attempt, "retry_in", backoff, "err", err)
+		sleep := min(backoff, remaining)
+		log.Warn("database unreachable, retrying", "dsn", dsn.String(), "attempt", attempt, "retry_in", sleep, "err", err)
 		select {
 		case <-ctx.Done():
-		case <-time.After(backoff):
+		case <-time.After(sleep):
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
