@@ -19,8 +19,8 @@
 // the Lease, the same defaults and invariants (15s/10s/2s), expiry judged by
 // the follower's own clock from the moment it last saw the Lease change, a
 // leader that gives up after RenewDeadline without a renewal, and a release
-// that writes an empty holder. So leasecron replicas and any other client-go
-// candidate read one another's Leases correctly.
+// that writes an empty holder. So leasecron and client-go's own elector can
+// hand one Lease back and forth (the integration test does, both ways).
 //
 // It is written here rather than used from client-go for two reasons.
 // client-go's elector polls: a follower notices a released Lease only at its

@@ -25,6 +25,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
 
 	"github.com/leasecron/leasecron/internal/testenv/kube"
 )
@@ -53,6 +55,7 @@ func TestLeaseIntegration(t *testing.T) {
 		t.Run("ReleaseWakesFollowerBeforeItsPoll", env.testReleaseWakesSlowFollower)
 		t.Run("TakeoverAfterHolderCrash", env.testCrashTakeover)
 		t.Run("TakenByAnother", env.testTakenByAnother)
+		t.Run("InteropWithClientGo", env.testInteropWithClientGo)
 		t.Run("RBACDenied", env.testRBACDenied)
 		t.Run("RBACChartRole", func(t *testing.T) { env.testRBACRole(t, true) })
 		t.Run("RBACRoleWithoutWatch", func(t *testing.T) { env.testRBACRole(t, false) })
@@ -568,5 +571,76 @@ func (e *itEnv) testTakenByAnother(t *testing.T) {
 	}
 	if h := holder(e.lease(t, ns)); h != "x" {
 		t.Fatalf("holder = %q, want x: the old leader wrote the Lease back", h)
+	}
+}
+
+// runClientGo runs client-go's own elector (tools/leaderelection with a
+// LeaseLock and ReleaseOnCancel, as its example does) as identity id on the
+// same Lease. leading is closed when it starts leading; stop cancels it and
+// waits until it has released the Lease.
+func (e *itEnv) runClientGo(t *testing.T, ns, id string) (leading <-chan struct{}, stop func()) {
+	t.Helper()
+	client := kubernetes.NewForConfigOrDie(e.cp.AdminConfig())
+	started := make(chan struct{})
+	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+		Lock: &resourcelock.LeaseLock{
+			LeaseMeta:  metav1.ObjectMeta{Name: "leasecron", Namespace: ns},
+			Client:     client.CoordinationV1(),
+			LockConfig: resourcelock.ResourceLockConfig{Identity: id},
+		},
+		LeaseDuration: itLease, RenewDeadline: itRenew, RetryPeriod: itRetry,
+		ReleaseOnCancel: true,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(context.Context) { close(started) },
+			OnStoppedLeading: func() {},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); le.Run(ctx) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return started, stop
+}
+
+// leasecron and client-go's own elector share a Lease: each takes over what
+// the other released, and the count of transitions goes on from one to the
+// other, so a Lease can move between them (for example during an upgrade
+// from a client-go based controller) without a gap or two holders.
+func (e *itEnv) testInteropWithClientGo(t *testing.T) {
+	t.Parallel()
+	ns := e.namespace(t)
+	cgLeads, stopCG := e.runClientGo(t, ns, "client-go")
+	await(t, "client-go's elector to lead", cgLeads)
+	if h := holder(e.lease(t, ns)); h != "client-go" {
+		t.Fatalf("holder = %q, want client-go", h)
+	}
+	bLog := &logSink{}
+	b := run(t, e.elector(t, e.cp.AdminConfig(), ns, "b", slog.New(bLog), nil))
+	eventually(t, "b's watch", func() bool { return bLog.count(slog.LevelDebug, watchingMsg) > 0 })
+	if leading(b) {
+		t.Fatal("b led while client-go's elector held the lease")
+	}
+	stopCG()
+	await(t, "b to take over the Lease client-go released", b.leading)
+	l := e.lease(t, ns)
+	if h := holder(l); h != "b" || *l.Spec.LeaseTransitions != 1 {
+		t.Fatalf("after client-go → b: holder %q, transitions %d; want b, 1", h, *l.Spec.LeaseTransitions)
+	}
+
+	cg2Leads, _ := e.runClientGo(t, ns, "client-go-2")
+	b.Stop()
+	await(t, "b's Run to return", b.exited)
+	if b.err != nil {
+		t.Fatalf("b's Run = %v, want nil", b.err)
+	}
+	await(t, "client-go's elector to take over the Lease b released", cg2Leads)
+	l = e.lease(t, ns)
+	if h := holder(l); h != "client-go-2" || *l.Spec.LeaseTransitions != 2 {
+		t.Fatalf("after b → client-go-2: holder %q, transitions %d; want client-go-2, 2", h, *l.Spec.LeaseTransitions)
 	}
 }
