@@ -526,6 +526,8 @@ func (e *itEnv) testRBACRole(t *testing.T, withWatch bool) {
 	}
 	// Each change of leader was recorded as an Event on the Lease, under
 	// the same Role (Run waits for its Events before it returns).
+	b.Stop()
+	await(t, "b's Run to return", b.exited)
 	evs, err := e.admin.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "reason=LeaderElection"})
 	if err != nil {
 		t.Fatal(err)
@@ -537,7 +539,7 @@ func (e *itEnv) testRBACRole(t *testing.T, withWatch bool) {
 		}
 	}
 	slices.Sort(got)
-	if want := []string{"a became leader", "a stopped leading", "b became leader"}; !slices.Equal(got, want) {
+	if want := []string{"a became leader", "a stopped leading", "b became leader", "b stopped leading"}; !slices.Equal(got, want) {
 		t.Errorf("LeaderElection Events on the Lease: %q, want %q", got, want)
 	}
 }
@@ -554,13 +556,19 @@ func (e *itEnv) testTakenByAnother(t *testing.T) {
 		c.LeaseDuration, c.RenewDeadline = time.Minute, 50*time.Second
 	}))
 	await(t, "a to lead", a.leading)
-	taken := e.lease(t, ns)
 	intruder := "x"
-	taken.Spec.HolderIdentity = &intruder
-	takenAt := time.Now()
-	if _, err := e.admin.CoordinationV1().Leases(ns).Update(context.Background(), taken, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	var takenAt time.Time
+	// The write races a's renewals: try again on a conflict.
+	eventually(t, "the Lease written with another holder", func() bool {
+		taken := e.lease(t, ns)
+		taken.Spec.HolderIdentity = &intruder
+		takenAt = time.Now()
+		_, err := e.admin.CoordinationV1().Leases(ns).Update(context.Background(), taken, metav1.UpdateOptions{})
+		if err != nil && !apierrors.IsConflict(err) {
+			t.Fatal(err)
+		}
+		return err == nil
+	})
 	await(t, "a's Run to return", a.exited)
 	t.Logf("lease given to another holder: the leader gave up %s later (retry period %s)", time.Since(takenAt).Round(time.Millisecond), itRetry)
 	if !errors.Is(a.err, ErrLeadershipLost) {
