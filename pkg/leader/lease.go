@@ -188,7 +188,7 @@ type election struct {
 	events sync.WaitGroup
 
 	mu         sync.Mutex
-	lease      *coordinationv1.Lease    // last copy read or written; its resourceVersion guards Update
+	lease      *coordinationv1.Lease    // as the leader last wrote or read it (nil until acquired); its resourceVersion guards Update
 	observed   coordinationv1.LeaseSpec // the last spec seen ...
 	observedAt time.Time                // ... and when it was first seen, by this process's clock
 	watched    *coordinationv1.Lease    // the follower's view from the watch; nil: no such Lease
@@ -538,7 +538,7 @@ func (e *election) observeErr(verb string, err error) {
 	if e.deniedAt.IsZero() {
 		e.deniedAt = now
 	}
-	if e.lease != nil || e.fatal != nil || e.cfg.ForbiddenTimeout < 0 || now.Sub(e.deniedAt) < e.cfg.ForbiddenTimeout {
+	if e.lease != nil /* leading */ || e.fatal != nil || e.cfg.ForbiddenTimeout < 0 || now.Sub(e.deniedAt) < e.cfg.ForbiddenTimeout {
 		return
 	}
 	// A follower that was refused everything for this long will not lead
