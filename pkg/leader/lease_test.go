@@ -329,6 +329,21 @@ func newSlowLease(t *testing.T, c *fake.Clientset, id string, log *slog.Logger) 
 	return l
 }
 
+// newPollingLease is a follower that polls every 50 ms, so that a test
+// sees several of its attempts quickly.
+func newPollingLease(t *testing.T, c *fake.Clientset, id string, log *slog.Logger) *Lease {
+	t.Helper()
+	l, err := NewLease(LeaseConfig{
+		Client: c.CoordinationV1().Leases("ns"), Namespace: "ns", Name: "leasecron", Identity: id,
+		LeaseDuration: time.Second, RenewDeadline: 600 * time.Millisecond, RetryPeriod: 50 * time.Millisecond,
+		Log: log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
 // ghostLease is held by a holder that is not running, for an hour.
 func ghostLease(t *testing.T, c *fake.Clientset, durationSeconds int32) {
 	t.Helper()
@@ -536,14 +551,7 @@ func TestForbiddenFollowerGivesUp(t *testing.T) {
 		return true, nil, apierrors.NewForbidden(coordinationv1.Resource("leases"), "", errors.New("denied"))
 	})
 	sink := &logSink{}
-	b, err := NewLease(LeaseConfig{
-		Client: c.CoordinationV1().Leases("ns"), Namespace: "ns", Name: "leasecron", Identity: "b",
-		LeaseDuration: time.Second, RenewDeadline: 600 * time.Millisecond, RetryPeriod: 50 * time.Millisecond,
-		Log: slog.New(sink),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := newPollingLease(t, c, "b", slog.New(sink))
 	clk := testingclock.NewFakeClock(time.Now())
 	b.clock = clk
 	_, done := runFollower(t, b)
@@ -676,14 +684,7 @@ func TestConflictsAreNotErrors(t *testing.T) {
 		return true, nil, apierrors.NewConflict(coordinationv1.Resource("leases"), "leasecron", errors.New("the object has been modified"))
 	})
 	sink := &logSink{}
-	b, err := NewLease(LeaseConfig{
-		Client: c.CoordinationV1().Leases("ns"), Namespace: "ns", Name: "leasecron", Identity: "b",
-		LeaseDuration: time.Second, RenewDeadline: 600 * time.Millisecond, RetryPeriod: 50 * time.Millisecond,
-		Log: slog.New(sink),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := newPollingLease(t, c, "b", slog.New(sink))
 	runFollower(t, b)
 	waitFor(t, "two lost races", func() bool { return sink.count(slog.LevelDebug, "another process took the lease first") >= 2 })
 	if n := sink.count(slog.LevelError); n != 1 {
