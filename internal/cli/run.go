@@ -244,11 +244,10 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 
 	reg2 := prometheus.NewRegistry()
 	m := metrics.New(reg2)
-	elector, cleanup, err := o.elector(plan, identity, log)
+	elector, err := o.elector(plan, identity, log)
 	if err != nil {
 		return err
 	}
-	defer cleanup()
 
 	sched, err := jobs.New(db, identity, jobs.Options{
 		Jobs: reg, Schedules: scheds,
@@ -332,17 +331,17 @@ func unwrapOpErr(err error) error {
 	return err
 }
 
-func (o *runOptions) elector(p electorPlan, identity string, log *slog.Logger) (leader.Elector, func(), error) {
+func (o *runOptions) elector(p electorPlan, identity string, log *slog.Logger) (leader.Elector, error) {
 	if p.mode == "filelock" {
 		e, err := leader.NewFileLock(o.lockFile, identity, log)
 		if err != nil {
-			return nil, nil, usageError{err}
+			return nil, usageError{err}
 		}
-		return e, func() {}, nil
+		return e, nil
 	}
 	client, err := leader.NewKubeClient(p.rest, p.namespace, "leasecron")
 	if err != nil {
-		return nil, nil, usagef("cannot build a Kubernetes client: %v", err)
+		return nil, usagef("cannot build a Kubernetes client: %v", err)
 	}
 	e, err := leader.NewLease(leader.LeaseConfig{
 		Client: client, Namespace: p.namespace, Name: o.leaseName, Identity: identity,
@@ -350,9 +349,9 @@ func (o *runOptions) elector(p electorPlan, identity string, log *slog.Logger) (
 		Events: client, Log: log,
 	})
 	if err != nil {
-		return nil, nil, usageError{err}
+		return nil, usageError{err}
 	}
-	return e, func() {}, nil
+	return e, nil
 }
 
 func (o *runOptions) handler(db *gorm.DB, e leader.Elector, reg *prometheus.Registry) http.Handler {
