@@ -88,7 +88,7 @@ type Lease struct {
 	cfg   LeaseConfig
 	clock clock.PassiveClock // times ForbiddenTimeout; a fake in tests
 
-	mu        sync.Mutex
+	healthMu  sync.Mutex // guards leading and renewedAt, which Healthy reads (an election has its own mu)
 	leading   bool
 	renewedAt time.Time // when the leader last wrote the Lease
 }
@@ -134,8 +134,8 @@ func (l *Lease) Scope() string { return "lease:" + l.cfg.Namespace + "/" + l.cfg
 // LeaseDuration + RenewDeadline is unhealthy (it should have given up by
 // then), so the kubelet restarts it. client-go's HealthzAdaptor does the same.
 func (l *Lease) Healthy() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l.healthMu.Lock()
+	defer l.healthMu.Unlock()
 	if !l.leading {
 		return nil
 	}
@@ -146,8 +146,8 @@ func (l *Lease) Healthy() error {
 }
 
 func (l *Lease) setLeading(leading bool, renewedAt time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l.healthMu.Lock()
+	defer l.healthMu.Unlock()
 	l.leading = leading
 	if !renewedAt.IsZero() {
 		l.renewedAt = renewedAt
@@ -161,7 +161,6 @@ func (l *Lease) setLeading(leading bool, renewedAt time.Time) {
 func (l *Lease) Run(ctx context.Context, lead func(context.Context) error) error {
 	e := &election{
 		Lease:  l,
-		client: l.cfg.Client,
 		log:    l.cfg.Log.With("lease", l.cfg.Namespace+"/"+l.cfg.Name, "identity", l.cfg.Identity),
 		wake:   make(chan struct{}, 1),
 		denied: map[string]bool{},
@@ -182,7 +181,6 @@ func (l *Lease) Run(ctx context.Context, lead func(context.Context) error) error
 // election is the state of one Run.
 type election struct {
 	*Lease
-	client LeaseClient
 	log    *slog.Logger
 	wake   chan struct{} // a follower should try to acquire now
 	events sync.WaitGroup
@@ -262,7 +260,7 @@ func (e *election) tryAcquire(ctx context.Context) bool {
 	now := time.Now()
 	cur, err := e.get(ctx)
 	if apierrors.IsNotFound(err) {
-		created, err := e.client.Create(ctx, &coordinationv1.Lease{
+		created, err := e.cfg.Client.Create(ctx, &coordinationv1.Lease{
 			ObjectMeta: metav1.ObjectMeta{Name: e.cfg.Name, Namespace: e.cfg.Namespace},
 			Spec:       e.acquireSpec(nil, now),
 		}, metav1.CreateOptions{})
@@ -281,7 +279,7 @@ func (e *election) tryAcquire(ctx context.Context) bool {
 	}
 	next := cur.DeepCopy()
 	next.Spec = e.acquireSpec(cur, now)
-	updated, err := e.client.Update(ctx, next, metav1.UpdateOptions{})
+	updated, err := e.cfg.Client.Update(ctx, next, metav1.UpdateOptions{})
 	return e.acquired("update", updated, err, now)
 }
 
@@ -298,7 +296,7 @@ func (e *election) get(ctx context.Context) (*coordinationv1.Lease, error) {
 		return w.DeepCopy(), nil
 	}
 	e.mu.Unlock()
-	l, err := e.client.Get(ctx, e.cfg.Name, metav1.GetOptions{})
+	l, err := e.cfg.Client.Get(ctx, e.cfg.Name, metav1.GetOptions{})
 	e.observeErr("get", err)
 	return l, err
 }
@@ -427,7 +425,7 @@ func (e *election) renew() string {
 		e.mu.Unlock()
 		id, seconds, t := e.cfg.Identity, int32(e.cfg.LeaseDuration/time.Second), metav1.NewMicroTime(now)
 		next.Spec.HolderIdentity, next.Spec.LeaseDurationSeconds, next.Spec.RenewTime = &id, &seconds, &t
-		updated, err := e.client.Update(ctx, next, metav1.UpdateOptions{})
+		updated, err := e.cfg.Client.Update(ctx, next, metav1.UpdateOptions{})
 		e.observeErr("update", err)
 		switch {
 		case err == nil:
@@ -442,7 +440,7 @@ func (e *election) renew() string {
 		case apierrors.IsConflict(err):
 			// Someone else wrote the Lease: read it. If it still names
 			// this process, the next attempt writes on the fresh copy.
-			cur, gerr := e.client.Get(ctx, e.cfg.Name, metav1.GetOptions{})
+			cur, gerr := e.cfg.Client.Get(ctx, e.cfg.Name, metav1.GetOptions{})
 			e.observeErr("get", gerr)
 			if gerr != nil {
 				err = gerr
@@ -476,7 +474,7 @@ func (e *election) release() {
 	e.mu.Unlock()
 	none, one, t := "", int32(1), metav1.NewMicroTime(time.Now())
 	next.Spec.HolderIdentity, next.Spec.LeaseDurationSeconds, next.Spec.AcquireTime, next.Spec.RenewTime = &none, &one, &t, &t
-	_, err := e.client.Update(ctx, next, metav1.UpdateOptions{})
+	_, err := e.cfg.Client.Update(ctx, next, metav1.UpdateOptions{})
 	e.observeErr("update", err)
 	e.event("stopped leading")
 	if err != nil {

@@ -72,7 +72,7 @@ func (e *election) watchLease(ctx context.Context) {
 // listAndWatch lists the Lease and watches it until the watch fails or ctx
 // ends; connected is called each time a watch is established.
 func (e *election) listAndWatch(ctx context.Context, sel string, connected func()) error {
-	list, err := e.client.List(ctx, metav1.ListOptions{FieldSelector: sel})
+	list, err := e.cfg.Client.List(ctx, metav1.ListOptions{FieldSelector: sel})
 	if err != nil {
 		return fmt.Errorf("list: %w", err)
 	}
@@ -87,7 +87,7 @@ func (e *election) listAndWatch(ctx context.Context, sel string, connected func(
 		// Like client-go's reflector: the server ends each watch after
 		// 5–10 minutes, and the next one resumes from rv.
 		timeout := int64(300 + rand.IntN(300))
-		w, err := e.client.Watch(ctx, metav1.ListOptions{
+		w, err := e.cfg.Client.Watch(ctx, metav1.ListOptions{
 			FieldSelector: sel, ResourceVersion: rv, AllowWatchBookmarks: true, TimeoutSeconds: &timeout,
 		})
 		if err != nil {
