@@ -88,8 +88,11 @@ func parseSQLite(rest string) (DSN, error) {
 	opts.Add("_pragma", "busy_timeout(10000)")
 	opts.Add("_pragma", "journal_mode(WAL)")
 	opts.Add("_pragma", "synchronous(NORMAL)")
+	// No _time_format: the driver's default is already SQLite's own format,
+	// and the driver (glebarez/go-sqlite up to v1.23.0) stops reading the
+	// options after _time_format, so _txlock would be silently ignored and
+	// every transaction would begin deferred.
 	opts.Set("_txlock", "immediate")
-	opts.Set("_time_format", "sqlite")
 	return DSN{
 		Dialect:  SQLite,
 		Path:     path,
