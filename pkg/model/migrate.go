@@ -2,9 +2,10 @@ package model
 
 import (
 	"context"
-	"errors"
+	"database/sql"
 	"fmt"
 	"strings"
+	"time"
 
 	"gorm.io/gorm"
 )
@@ -23,17 +24,56 @@ func (e *DuplicateDatesError) Error() string {
 
 // Migrate creates the tables leasecron needs and adopts existing ones: it adds
 // missing columns and indexes, and never alters or rewrites what is there.
-// Several replicas may migrate at once; a loser of a creation race retries.
+// Several replicas may start at once: they migrate one after the other,
+// each holding a lock in the database while it checks and changes the
+// schema (see withMigrationLock), so none trips over another's CREATE.
 func Migrate(ctx context.Context, db *gorm.DB) error {
-	var err error
-	for attempt := 0; attempt < 3; attempt++ {
-		err = migrateOnce(db.WithContext(ctx))
-		var dup *DuplicateDatesError
-		if err == nil || errors.As(err, &dup) || ctx.Err() != nil {
-			return err
-		}
+	return withMigrationLock(db.WithContext(ctx), migrateOnce)
+}
+
+// migrationLock names the lock migrations hold: an advisory lock key on
+// PostgreSQL, a lock name on MySQL.
+const (
+	migrationLockKey  = 0x6c65617365637201 // "leasecr" and a 1
+	migrationLockName = "leasecron.migrate"
+	migrationLockWait = time.Minute
+)
+
+// withMigrationLock runs fn while this process holds the migration lock:
+// on SQLite a write (immediate) transaction, as SQLite's DDL is
+// transactional; on PostgreSQL and MySQL a session lock on one pinned
+// connection (MySQL's DDL commits as it goes, so no transaction could hold
+// it), released when fn returns.
+func withMigrationLock(db *gorm.DB, fn func(*gorm.DB) error) error {
+	switch db.Dialector.Name() {
+	case SQLite:
+		return db.Transaction(fn)
+	case Postgres, MySQL:
+	default:
+		return fn(db)
 	}
-	return err
+	return db.Connection(func(pinned *gorm.DB) error {
+		// A new session, so that each statement below starts afresh
+		// (Connection hands over a DB whose statement would accumulate).
+		conn := pinned.Session(&gorm.Session{})
+		unlock := conn.WithContext(context.WithoutCancel(conn.Statement.Context))
+		if conn.Dialector.Name() == Postgres {
+			if err := conn.Exec("SELECT pg_advisory_lock(?)", migrationLockKey).Error; err != nil {
+				return fmt.Errorf("take the migration lock: %w", err)
+			}
+			defer unlock.Exec("SELECT pg_advisory_unlock(?)", migrationLockKey)
+			return fn(conn)
+		}
+		var got sql.NullInt64
+		if err := conn.Raw("SELECT GET_LOCK(?, ?)", migrationLockName, int(migrationLockWait/time.Second)).Scan(&got).Error; err != nil {
+			return fmt.Errorf("take the migration lock: %w", err)
+		}
+		if got.Int64 != 1 {
+			return fmt.Errorf("take the migration lock: another process has held MySQL lock %q for over %s (SELECT IS_USED_LOCK('%s') names its connection)", migrationLockName, migrationLockWait, migrationLockName)
+		}
+		defer unlock.Exec("SELECT RELEASE_LOCK(?)", migrationLockName)
+		return fn(conn)
+	})
 }
 
 func migrateOnce(db *gorm.DB) error {

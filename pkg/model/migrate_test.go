@@ -139,3 +139,38 @@ func TestMigrateRefusesDuplicateDates(t *testing.T) {
 		})
 	}
 }
+
+// Replicas that start together migrate one after the other: none fails on
+// a table or index that another is creating at that moment.
+func TestConcurrentMigrations(t *testing.T) {
+	const processes, rounds = 6, 3
+	for _, d := range testenv.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			ctx := context.Background()
+			for round := 0; round < rounds; round++ {
+				dsn, err := ParseDSN(testenv.DSN(t, d)) // a fresh, empty database
+				if err != nil {
+					t.Fatal(err)
+				}
+				start, errs := make(chan struct{}), make(chan error, processes)
+				for i := 0; i < processes; i++ {
+					db, err := Open(ctx, dsn, 10*time.Second, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					t.Cleanup(func() { _ = Close(db) })
+					go func() {
+						<-start
+						errs <- Migrate(ctx, db)
+					}()
+				}
+				close(start)
+				for i := 0; i < processes; i++ {
+					if err := <-errs; err != nil {
+						t.Errorf("round %d: a concurrent migrate failed: %v", round+1, err)
+					}
+				}
+			}
+		})
+	}
+}
