@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -31,10 +32,28 @@ type Fence struct {
 func (f Fence) Manual() bool { return f.Term == 0 }
 
 // Ledger records every slot of every job in job_runs and makes the database
-// the referee between leaders: each claim and each job transaction first
-// locks the scope's leader_terms row and aborts with ErrFenced when the term
-// there is no longer the caller's. All leader transactions queue on that row,
-// so a new term cannot slip between an old leader's check and its commit.
+// the referee between leaders.
+//
+// Locks are held briefly, so jobs run side by side and a new leader is never
+// kept waiting by an old one's work:
+//
+//   - BeginTerm is the only writer of the scope's leader_terms row: a short
+//     transaction that increments the term under the row's exclusive lock.
+//   - A claim is a short transaction: it reads the term under a shared lock
+//     (PostgreSQL FOR SHARE, MariaDB/MySQL LOCK IN SHARE MODE), then inserts
+//     or takes over the slot's running row, and commits.
+//   - A job transaction runs the job's statements first and reads the term
+//     under the shared lock only at the end, just before it marks the slot
+//     succeeded and commits. The shared lock is held from that check to the
+//     commit, so a new term cannot slip between them: BeginTerm waits for
+//     that commit, and a transaction that checks after a new term began
+//     sees it and rolls back with ErrFenced.
+//
+// SQLite has one writer at a time: there every write transaction, a job's
+// included, holds the database's write lock to its end, and others queue on
+// the busy timeout. Server-side session limits (model.SessionLimits) keep a
+// leader that died in the middle of a transaction from holding its locks for
+// longer than the idle limit.
 type Ledger struct {
 	db     *gorm.DB
 	holder string
@@ -50,7 +69,7 @@ func NewLedger(db *gorm.DB, holder string) *Ledger {
 // process's fence. Every claim made under an older term fails from now on.
 func (l *Ledger) BeginTerm(ctx context.Context, scope string) (Fence, error) {
 	var term int64
-	err := l.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := l.short(ctx, func(tx *gorm.DB) error {
 		row := model.LeaderTerm{Scope: scope}
 		if err := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row).Error; err != nil {
 			return fmt.Errorf("create term row: %w", err)
@@ -69,24 +88,55 @@ func (l *Ledger) BeginTerm(ctx context.Context, scope string) (Fence, error) {
 	return Fence{Scope: scope, Term: term}, nil
 }
 
-// checkTerm locks the scope's term row inside tx and fails with ErrFenced if
-// the term moved on.
+// checkTerm reads the scope's term inside tx under a shared lock, held to
+// the end of tx, and fails with ErrFenced if the term moved on. Shared locks
+// do not exclude each other, so any number of claims and job transactions
+// check at once; only BeginTerm's exclusive lock waits for them (and they
+// for it).
 func checkTerm(tx *gorm.DB, f Fence) error {
 	if f.Manual() {
 		return nil
 	}
+	q := "SELECT term, holder FROM leader_terms WHERE scope = ?"
+	switch tx.Dialector.Name() {
+	case model.Postgres:
+		q += " FOR SHARE"
+	case model.MySQL:
+		q += " LOCK IN SHARE MODE" // MariaDB has no FOR SHARE; MySQL 8 takes both
+	} // SQLite: the transaction already holds the database's write lock
 	var t model.LeaderTerm
-	q := tx
-	if tx.Dialector.Name() != model.SQLite { // SQLite's immediate transaction already holds the write lock
-		q = q.Clauses(clause.Locking{Strength: "UPDATE"})
+	res := tx.Raw(q, f.Scope).Scan(&t)
+	if res.Error != nil {
+		return fmt.Errorf("read leadership term: %w", res.Error)
 	}
-	if err := q.Where("scope = ?", f.Scope).Take(&t).Error; err != nil {
-		return fmt.Errorf("read leadership term: %w", err)
+	if res.RowsAffected == 0 {
+		return fmt.Errorf("%w (ours %d, the database has no term for %s)", ErrFenced, f.Term, f.Scope)
 	}
 	if t.Term != f.Term {
 		return fmt.Errorf("%w (ours %d, database %d held by %s)", ErrFenced, f.Term, t.Term, t.Holder)
 	}
 	return nil
+}
+
+// shortTxRetries is how often a short ledger transaction is run again after
+// the database chose it to lose a deadlock.
+const shortTxRetries = 3
+
+// short runs fn as a short ledger transaction (a claim, a failure mark, a new
+// term): at READ COMMITTED on MariaDB/MySQL, whose REPEATABLE READ would lock
+// the gap around a slot that has no row yet and deadlock concurrent claims of
+// different jobs; and again, a few times, when it loses a deadlock anyway.
+func (l *Ledger) short(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	var opts []*sql.TxOptions
+	if l.db.Dialector.Name() == model.MySQL {
+		opts = append(opts, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	}
+	for attempt := 1; ; attempt++ {
+		err := l.db.WithContext(ctx).Transaction(fn, opts...)
+		if err == nil || attempt > shortTxRetries || !model.Deadlock(err) || ctx.Err() != nil {
+			return err
+		}
+	}
 }
 
 // Claim records that this process runs job's slot. It returns done=true when
@@ -96,7 +146,8 @@ func checkTerm(tx *gorm.DB, f Fence) error {
 // taken over; a failed row is tried again.
 func (l *Ledger) Claim(ctx context.Context, f Fence, job string, slot time.Time) (done bool, err error) {
 	slot = slot.UTC()
-	err = l.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err = l.short(ctx, func(tx *gorm.DB) error {
+		done = false
 		if err := checkTerm(tx, f); err != nil {
 			return err
 		}
@@ -145,16 +196,17 @@ func (l *Ledger) Claim(ctx context.Context, f Fence, job string, slot time.Time)
 	return done, nil
 }
 
-// Complete runs work and marks the slot succeeded in one transaction, after
-// checking the fence under the term row's lock. If work fails, or the fence
-// is stale, nothing of it commits.
+// Complete runs work and marks the slot succeeded in one transaction. The
+// fence is checked after work, under the term row's shared lock, which is
+// held to the commit: if work fails, or the fence is stale, nothing of it
+// commits. No lock on the term row is held while work runs.
 func (l *Ledger) Complete(ctx context.Context, f Fence, job string, slot time.Time, work func(tx *gorm.DB) error) error {
 	slot = slot.UTC()
 	err := l.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := checkTerm(tx, f); err != nil {
+		if err := work(tx); err != nil {
 			return err
 		}
-		if err := work(tx); err != nil {
+		if err := checkTerm(tx, f); err != nil {
 			return err
 		}
 		now := l.now().UTC()
@@ -182,7 +234,7 @@ func (l *Ledger) Fail(ctx context.Context, f Fence, job string, slot time.Time, 
 		msg = msg[:1000]
 	}
 	now := l.now().UTC()
-	err := l.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := l.short(ctx, func(tx *gorm.DB) error {
 		if err := checkTerm(tx, f); err != nil {
 			return err
 		}
@@ -233,7 +285,7 @@ var errBatchNeedsSlotPath = errors.New("a slot in the batch has a running or fai
 
 // CompleteBatch runs work for every slot of job in slots that has no ledger
 // row yet and records them all as succeeded, in one transaction with the
-// fence checked first. Slots already succeeded are skipped and returned as
+// fence checked last (as Complete does). Slots already succeeded are skipped and returned as
 // done. If any slot has a running or failed row, nothing is done and the
 // error wraps errBatchNeedsSlotPath.
 func (l *Ledger) CompleteBatch(ctx context.Context, f Fence, job string, slots []time.Time, work func(tx *gorm.DB, todo []time.Time) error) (done []time.Time, err error) {
@@ -243,9 +295,6 @@ func (l *Ledger) CompleteBatch(ctx context.Context, f Fence, job string, slots [
 	}
 	err = l.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		done = done[:0]
-		if err := checkTerm(tx, f); err != nil {
-			return err
-		}
 		var rows []model.JobRun
 		q := tx
 		if tx.Dialector.Name() != model.SQLite {
@@ -270,9 +319,12 @@ func (l *Ledger) CompleteBatch(ctx context.Context, f Fence, job string, slots [
 			}
 		}
 		if len(todo) == 0 {
-			return nil
+			return checkTerm(tx, f)
 		}
 		if err := work(tx, todo); err != nil {
+			return err
+		}
+		if err := checkTerm(tx, f); err != nil {
 			return err
 		}
 		now := l.now().UTC()

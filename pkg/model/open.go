@@ -18,6 +18,51 @@ import (
 // The error, if any, carries the redacted DSN, never the password. A nil
 // log means slog.Default().
 func Open(ctx context.Context, dsn DSN, wait time.Duration, log *slog.Logger) (*gorm.DB, error) {
+	return OpenWith(ctx, dsn, OpenOptions{Wait: wait, Log: log})
+}
+
+// OpenOptions configure OpenWith.
+type OpenOptions struct {
+	// Wait is how long to retry while the database does not answer (0: one try).
+	Wait time.Duration
+	// Log receives a line per failed attempt. Default slog.Default().
+	Log *slog.Logger
+	// Limits are set on every session (see SessionLimits).
+	Limits SessionLimits
+}
+
+// OpenWith is Open with session limits.
+func OpenWith(ctx context.Context, dsn DSN, o OpenOptions) (*gorm.DB, error) {
+	db, err := openPool(ctx, dsn, o)
+	if err != nil || dsn.Dialect != MySQL || o.Limits.zero() {
+		return db, err
+	}
+	// MariaDB and MySQL name the limits differently: ask, then reopen the
+	// pool with the right session variables on every connection.
+	maria, err := isMariaDB(ctx, db)
+	_ = Close(db)
+	if err != nil {
+		return nil, fmt.Errorf("database %s: %w", dsn, dsn.Scrub(err))
+	}
+	limited, err := mysqlWithLimits(dsn.driver, o.Limits, maria)
+	if err != nil {
+		return nil, fmt.Errorf("database %s: %w", dsn, dsn.Scrub(err))
+	}
+	dsn.driver = limited
+	idle := o.Limits.IdleInTransaction
+	o.Limits = SessionLimits{}
+	db, err = openPool(ctx, dsn, o)
+	if err == nil && !maria && idle > 0 {
+		// MySQL's wait_timeout also ends idle pooled sessions: retire them first.
+		if sqlDB, derr := db.DB(); derr == nil {
+			sqlDB.SetConnMaxIdleTime(idle / 2)
+		}
+	}
+	return db, err
+}
+
+func openPool(ctx context.Context, dsn DSN, o OpenOptions) (*gorm.DB, error) {
+	log := o.Log
 	if log == nil {
 		log = slog.Default()
 	}
@@ -28,12 +73,19 @@ func Open(ctx context.Context, dsn DSN, wait time.Duration, log *slog.Logger) (*
 	case MySQL:
 		dialector = mysql.Open(dsn.driver)
 	case Postgres:
-		dialector = postgres.Open(dsn.driver)
+		driver := dsn.driver
+		if !o.Limits.zero() {
+			var err error
+			if driver, err = postgresWithLimits(driver, o.Limits); err != nil {
+				return nil, err
+			}
+		}
+		dialector = postgres.Open(driver)
 	default:
 		return nil, fmt.Errorf("unknown dialect %q", dsn.Dialect)
 	}
 	start := time.Now()
-	deadline := start.Add(wait)
+	deadline := start.Add(o.Wait)
 	backoff := 250 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		db, err := connect(ctx, dialector)
