@@ -35,6 +35,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/leasecron/leasecron/internal/metrics"
+	"github.com/leasecron/leasecron/pkg/model"
 )
 
 // DefaultCatchUpLimit is the catch-up limit the controller uses unless told otherwise.
@@ -140,7 +141,10 @@ func (o Outcome) String() string {
 // Lead runs every job under fence until ctx ends (leadership lost: running
 // slots are cancelled at once and roll back) or drain closes (shutdown: no
 // new slot starts, running ones get ShutdownGrace to finish). It returns
-// ErrFenced when the database shows a newer term, and nil otherwise.
+// ErrFenced when the database shows a newer term; an error when a job cannot
+// start (its ledger cannot be read for a reason that retrying does not
+// mend: transient database errors are retried with backoff); ctx's cause if
+// ctx was cancelled with one other than context.Canceled; and nil otherwise.
 func (s *Scheduler) Lead(ctx context.Context, drain <-chan struct{}, fence Fence) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -174,7 +178,10 @@ func (s *Scheduler) Lead(ctx context.Context, drain <-chan struct{}, fence Fence
 		})
 	}
 	wg.Wait()
-	if err := context.Cause(ctx); errors.Is(err, ErrFenced) {
+	// Leadership lost (ctx cancelled from outside) and shutdown are not
+	// errors; a newer term, a database error at start and any other cause a
+	// loop or the caller gave are.
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	return nil
@@ -184,8 +191,8 @@ func (s *Scheduler) Lead(ctx context.Context, drain <-chan struct{}, fence Fence
 func (s *Scheduler) loop(ctx, work context.Context, drain <-chan struct{}, fence Fence, name string, started time.Time) error {
 	job, sched := s.opts.Jobs[name], s.opts.Schedules[name]
 	log := s.opts.Log.With("job", name)
-	cursor, err := s.start(ctx, name, sched)
-	if err != nil {
+	cursor, ok, err := s.startRetrying(ctx, drain, name, sched, log)
+	if err != nil || !ok {
 		return err
 	}
 	for {
@@ -249,6 +256,36 @@ func (s *Scheduler) loop(ctx, work context.Context, drain <-chan struct{}, fence
 			}
 		}
 		cursor = next
+	}
+}
+
+// startRetrying is start, retried with capped backoff while the database
+// fails in a way that mends itself, until ctx ends or drain closes (then it
+// reports !ok). Any other failure is returned.
+func (s *Scheduler) startRetrying(ctx context.Context, drain <-chan struct{}, name string, sched *Schedule, log *slog.Logger) (cursor time.Time, ok bool, err error) {
+	backoff := s.opts.RetryBase
+	for {
+		cursor, err := s.start(ctx, name, sched)
+		switch {
+		case ctx.Err() != nil:
+			return time.Time{}, false, nil
+		case err == nil:
+			return cursor, true, nil
+		case !model.Transient(err):
+			return time.Time{}, false, fmt.Errorf("job %s cannot start: %w", name, err)
+		}
+		log.Warn("cannot read the job's ledger, retrying", "retry_in", backoff, "err", err)
+		t := s.opts.Clock.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return time.Time{}, false, nil
+		case <-drain:
+			t.Stop()
+			return time.Time{}, false, nil
+		case <-t.C():
+		}
+		backoff = min(2*backoff, s.opts.RetryMax)
 	}
 }
 

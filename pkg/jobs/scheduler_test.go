@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/leasecron/leasecron/internal/metrics"
+	"github.com/leasecron/leasecron/internal/testenv"
 	"github.com/leasecron/leasecron/pkg/model"
 )
 
@@ -443,5 +445,71 @@ func TestDSTDaysThroughTheScheduler(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// A ledger that cannot be read when leadership starts, for a reason that
+// retrying does not mend, ends Lead with that error instead of a silent nil
+// (the process would exit 0 and log nothing).
+func TestLeadReturnsUnreadableLedger(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
+		p := newProbe()
+		h := newHarness(t, db, p, "0 * * * * *", time.UTC, minute(12, 0).Add(time.Second), nil)
+		if err := db.Exec("DROP TABLE job_runs").Error; err != nil {
+			t.Fatal(err)
+		}
+		_, stop := h.lead(t)
+		if err := stop(); err == nil || !strings.Contains(err.Error(), "cannot start") {
+			t.Fatalf("Lead = %v, want the ledger's error", err)
+		}
+	})
+	t.Run("unscannable row", func(t *testing.T) {
+		db := openDB(t, testenv.DSN(t, "sqlite"))
+		p := newProbe()
+		h := newHarness(t, db, p, "0 * * * * *", time.UTC, minute(12, 0).Add(time.Second), nil)
+		if err := db.Exec("INSERT INTO job_runs (job, slot, status, holder, fence, attempts) VALUES (?, 'not a time', 'succeeded', 'x', 1, 1)", p.Name()).Error; err != nil {
+			t.Fatal(err)
+		}
+		_, stop := h.lead(t)
+		if err := stop(); err == nil {
+			t.Fatal("Lead = nil, want the scan error")
+		}
+	})
+}
+
+// A database that is down when leadership starts is waited for: Lead retries
+// reading the ledger with backoff and runs the slot once the server is back.
+func TestLeadRetriesDatabaseDownAtStart(t *testing.T) {
+	srv := testenv.PostgresServer(t)
+	db := openDB(t, srv.DSN(t))
+	p := newProbe()
+	h := newHarness(t, db, p, "0 * * * * *", time.UTC, minute(12, 0).Add(time.Second), nil)
+	ctx := context.Background()
+	if err := srv.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- h.sched.Lead(lctx, nil, h.fence) }()
+	awaitWaiting(t, h.clock) // the retry's backoff timer
+	if len(p.started) != 0 {
+		t.Fatal("ran a slot while the database was down")
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Lead returned while the database was down: %v", err)
+	default:
+	}
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.Step(time.Second)
+	if got := p.next(t); !got.Equal(minute(12, 0)) {
+		t.Fatalf("ran slot %s, want %s", got, minute(12, 0))
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Lead = %v after leadership ended", err)
 	}
 }
