@@ -21,6 +21,8 @@ type dbOptions struct {
 	dsn            string
 	dsnFile        string
 	connectTimeout time.Duration
+	// limits are set on every session; run sets them, other commands none.
+	limits model.SessionLimits
 }
 
 func (o *dbOptions) addFlags(fs *pflag.FlagSet) {
@@ -76,7 +78,7 @@ func unwrapPathErr(err error) error {
 // open connects (retrying for connectTimeout) and, if migrate is set,
 // migrates the schema.
 func (o *dbOptions) open(ctx context.Context, dsn model.DSN, migrate bool, log *slog.Logger) (*gorm.DB, error) {
-	db, err := model.Open(ctx, dsn, o.connectTimeout, log)
+	db, err := model.OpenWith(ctx, dsn, model.OpenOptions{Wait: o.connectTimeout, Log: log, Limits: o.limits})
 	if err != nil {
 		return nil, err
 	}

@@ -51,6 +51,7 @@ type runOptions struct {
 	jobTimeout    time.Duration
 	shutdownGrace time.Duration
 	httpAddr      string
+	dbLostTimeout time.Duration
 }
 
 func (o *runOptions) addFlags(fs *pflag.FlagSet) {
@@ -71,6 +72,7 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.jobTimeout, "job-timeout", 10*time.Minute, "time limit of one attempt of a slot")
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace-period", 30*time.Second, "on SIGTERM, how long running slots may finish before the leader lets go")
 	fs.StringVar(&o.httpAddr, "http-addr", ":8080", "address of /healthz, /readyz and /metrics (port 0 picks a free port)")
+	fs.DurationVar(&o.dbLostTimeout, "database-lost-timeout", time.Minute, "a leader that cannot begin its term or reach the database for this long lets go, so a replica that can reach it leads: exit 1 in lease mode, release the lock and wait in filelock mode")
 }
 
 func newRunCmd() *cobra.Command {
@@ -209,6 +211,7 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 	}
 	if err := positive(map[string]time.Duration{
 		"catch-up-window": o.catchUpWindow, "job-timeout": o.jobTimeout, "shutdown-grace-period": o.shutdownGrace,
+		"database-lost-timeout": o.dbLostTimeout,
 	}); err != nil {
 		return err
 	}
@@ -236,6 +239,10 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 	}
 	defer ln.Close()
 
+	// A leader cut off in the middle of a transaction must not hold its
+	// locks on the server for hours: the server ends such a session after
+	// a lease duration idle, and any statement after the job timeout.
+	o.db.limits = model.SessionLimits{IdleInTransaction: o.leaseDuration, Statement: o.jobTimeout}
 	db, err := o.db.open(ctx, dsn, true, log)
 	if err != nil {
 		return err
@@ -276,19 +283,37 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 		m.Leader.Set(1)
 		m.Transitions.Inc()
 		defer m.Leader.Set(0)
-		fence, err := beginTerm(leaderCtx, ctx, sched.Ledger(), elector.Scope(), log)
+		leadCtx, stop := context.WithCancelCause(leaderCtx)
+		defer stop(nil)
+		fence, err := beginTerm(leadCtx, ctx, sched.Ledger(), elector.Scope(), o.dbLostTimeout, dsn.Scrub, log)
 		if err != nil || fence.Manual() {
-			return err // lost, or shutting down before the term began
+			return err // lost, shutting down before the term began, or no database
 		}
 		log.Info("leading", "scope", elector.Scope(), "term", fence.Term)
-		err = sched.Lead(leaderCtx, ctx.Done(), fence)
+		go watchDatabase(leadCtx, db, o.dbLostTimeout, stop, dsn.Scrub, log)
+		err = sched.Lead(leadCtx, ctx.Done(), fence)
 		log.Info("stopped leading", "term", fence.Term)
 		return err
 	}
-	err = elector.Run(ctx, lead)
+	for {
+		err = elector.Run(ctx, lead)
+		if o.mode != "filelock" || !errors.Is(err, errDatabaseLost) || ctx.Err() != nil {
+			break
+		}
+		// The lock is released: let a process that can reach the database
+		// take it before this one asks again.
+		log.Error("let go of the file lock: this process cannot reach the database", "err", err, "retry_in", filelockRejoin)
+		select {
+		case <-ctx.Done():
+		case <-time.After(filelockRejoin):
+		}
+	}
 	switch {
 	case errors.Is(err, leader.ErrLeadershipLost), errors.Is(err, jobs.ErrFenced):
 		log.Error("exiting: this process no longer leads", "err", err)
+		return errReported
+	case errors.Is(err, errDatabaseLost):
+		log.Error("exiting: let go of leadership, this process cannot reach the database", "err", err)
 		return errReported
 	case err != nil:
 		log.Error("exiting", "err", err)
@@ -298,24 +323,75 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 	return nil
 }
 
-// beginTerm takes a new leadership term, retrying while the database is
-// unreachable, until leadership is lost or shutdown begins.
-func beginTerm(leaderCtx, shutdown context.Context, l *jobs.Ledger, scope string, log *slog.Logger) (jobs.Fence, error) {
+// errDatabaseLost ends leadership when the database has been out of reach
+// for --database-lost-timeout.
+var errDatabaseLost = errors.New("database out of reach")
+
+// filelockRejoin is how long a process that let go of the file lock for want
+// of a database waits before it asks for the lock again.
+const filelockRejoin = time.Second
+
+// beginTerm takes a new leadership term, retrying while the database fails,
+// until leadership is lost, shutdown begins (both cancel a BeginTerm under
+// way; shutdown returns the zero fence) or lostAfter has passed without a
+// term (errDatabaseLost).
+func beginTerm(leaderCtx, shutdown context.Context, l *jobs.Ledger, scope string, lostAfter time.Duration, scrub func(error) error, log *slog.Logger) (jobs.Fence, error) {
+	ctx, cancel := context.WithCancel(leaderCtx)
+	defer cancel()
+	defer context.AfterFunc(shutdown, cancel)()
+	giveUp := time.Now().Add(lostAfter)
 	backoff := 250 * time.Millisecond
 	for {
-		fence, err := l.BeginTerm(leaderCtx, scope)
+		fence, err := l.BeginTerm(ctx, scope)
 		if err == nil {
 			return fence, nil
 		}
+		err = scrub(err)
+		switch {
+		case leaderCtx.Err() != nil:
+			return jobs.Fence{}, leaderCtx.Err()
+		case shutdown.Err() != nil:
+			return jobs.Fence{}, nil // the zero (manual) fence: nothing to lead
+		case !time.Now().Add(backoff).Before(giveUp):
+			return jobs.Fence{}, fmt.Errorf("%w: no leadership term after %s: %w", errDatabaseLost, lostAfter, err)
+		}
 		log.Warn("cannot begin a leadership term, retrying", "retry_in", backoff, "err", err)
 		select {
-		case <-leaderCtx.Done():
-			return jobs.Fence{}, leaderCtx.Err()
-		case <-shutdown.Done():
-			return jobs.Fence{}, nil // the zero (manual) fence: nothing to lead
+		case <-ctx.Done():
+			continue // the next BeginTerm fails at once and says which
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// watchDatabase pings the database while this process leads and, once no
+// ping has succeeded for lostAfter, ends leadership with errDatabaseLost.
+func watchDatabase(ctx context.Context, db *gorm.DB, lostAfter time.Duration, stop context.CancelCauseFunc, scrub func(error) error, log *slog.Logger) {
+	every := max(min(lostAfter/4, 5*time.Second), 10*time.Millisecond)
+	lastOK := time.Now()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, every)
+		err := scrub(model.Ping(pctx, db))
+		cancel()
+		switch {
+		case err == nil:
+			lastOK = time.Now()
+		case ctx.Err() != nil:
+			return
+		case time.Since(lastOK) >= lostAfter:
+			stop(fmt.Errorf("%w: no answer for %s: %w", errDatabaseLost, time.Since(lastOK).Round(time.Second), err))
+			return
+		default:
+			log.Warn("leader cannot reach the database", "since", time.Since(lastOK).Round(time.Second), "gives_up_after", lostAfter, "err", err)
+		}
 	}
 }
 

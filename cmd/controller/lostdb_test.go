@@ -1,0 +1,46 @@
+package main
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/leasecron/leasecron/internal/testenv"
+)
+
+// A leader that loses its database must not keep the lock forever while a
+// process that can reach the database waits: after --database-lost-timeout
+// it lets go (in filelock mode: releases the lock and waits), and the other
+// process leads and runs slots.
+func TestLeaderWithoutDatabaseLetsGo(t *testing.T) {
+	const lost = 2 * time.Second
+	direct := testenv.DSN(t, "postgres")
+	proxy, through := testenv.ProxyDSN(t, direct)
+	lock := filepath.Join(t.TempDir(), "leasecron.lock")
+	f := newFleet(t)
+	args := func(dsn string) []string {
+		return []string{"run", "--mode", "filelock", "--lock-file", lock,
+			"--database-dsn", dsn, "--schedule", "daily-stats=* * * * * *", "--timezone", "UTC",
+			"--http-addr", "127.0.0.1:0", "--log-format", "json", "--database-lost-timeout", lost.String()}
+	}
+	isLeading := func(e event) bool { return e.msg == "leading" }
+	f.start("cut", args(through)...)
+	if e := f.await(60*time.Second, "the first leader", isLeading); e.proc != "cut" {
+		t.Fatalf("%s leads, want cut", e.proc)
+	}
+	f.start("direct", args(direct)...)
+	f.await(30*time.Second, "a slot of the first leader", func(e event) bool { return e.msg == "slot succeeded" && e.proc == "cut" })
+
+	proxy.Close() // the first leader's database is gone; the other's is not
+	cutAt := time.Now()
+	f.await(lost+10*time.Second, "the cut-off leader letting go", func(e event) bool {
+		return e.proc == "cut" && e.msg == "let go of the file lock: this process cannot reach the database"
+	})
+	e := f.await(10*time.Second, "a new leader", isLeading)
+	if e.proc != "direct" {
+		t.Fatalf("%s leads after the cut, want direct", e.proc)
+	}
+	took := e.at.Sub(cutAt)
+	t.Logf("the process with a database leads %s after the leader lost its own (--database-lost-timeout %s)", took.Round(time.Millisecond), lost)
+	f.await(30*time.Second, "a slot of the new leader", func(e event) bool { return e.msg == "slot succeeded" && e.proc == "direct" })
+}

@@ -1,0 +1,106 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/leasecron/leasecron/internal/testenv"
+	"github.com/leasecron/leasecron/pkg/jobs"
+	"github.com/leasecron/leasecron/pkg/model"
+)
+
+func openTestDB(t *testing.T, dialect string) (*jobs.Ledger, model.DSN) {
+	t.Helper()
+	dsn, err := model.ParseDSN(testenv.DSN(t, dialect))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := model.Open(context.Background(), dsn, 10*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = model.Close(db) })
+	if err := model.Migrate(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	return jobs.NewLedger(db, "me"), dsn
+}
+
+// Shutdown cancels a BeginTerm that waits on the term row (here: another
+// session holds it), and beginTerm returns the zero fence: nothing to lead.
+func TestBeginTermIsCancelledByShutdown(t *testing.T) {
+	ledger, dsn := openTestDB(t, "postgres")
+	ctx := context.Background()
+	if _, err := ledger.BeginTerm(ctx, "s"); err != nil {
+		t.Fatal(err)
+	}
+	other, err := model.Open(ctx, dsn, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = model.Close(other) })
+	holder := other.Begin()
+	if err := holder.Exec("SELECT term FROM leader_terms WHERE scope = 's' FOR UPDATE").Error; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Rollback() })
+
+	shutdown, stop := context.WithCancel(ctx)
+	type result struct {
+		f   jobs.Fence
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		f, err := beginTerm(ctx, shutdown, ledger, "s", time.Hour, dsn.Scrub, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		done <- result{f, err}
+	}()
+	// Wait until BeginTerm is blocked on the row lock, then shut down.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var waiting int
+		if err := other.Raw("SELECT count(*) FROM pg_locks WHERE NOT granted").Scan(&waiting).Error; err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("BeginTerm never waited for the term row")
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition
+	}
+	stop()
+	select {
+	case r := <-done:
+		if r.err != nil || !r.f.Manual() {
+			t.Fatalf("beginTerm after shutdown = %+v, %v; want the zero fence and no error", r.f, r.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("beginTerm kept waiting for the term row after shutdown")
+	}
+}
+
+// A term that cannot begin for lostAfter ends leadership with errDatabaseLost.
+func TestBeginTermGivesUpWithoutDatabase(t *testing.T) {
+	dsn, err := model.ParseDSN("sqlite://" + t.TempDir() + "/x.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := model.Open(context.Background(), dsn, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = model.Close(db) // every statement now fails
+	start := time.Now()
+	_, err = beginTerm(context.Background(), context.Background(), jobs.NewLedger(db, "me"), "s", 700*time.Millisecond, dsn.Scrub, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if !errors.Is(err, errDatabaseLost) {
+		t.Fatalf("beginTerm = %v, want errDatabaseLost", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("beginTerm gave up after %s, want about 700ms", took)
+	}
+}
