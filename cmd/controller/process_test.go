@@ -369,6 +369,9 @@ func TestUnreachableDatabaseHidesTheSecret(t *testing.T) {
 				if shown := fmt.Sprint(warn.attrs["dsn"]); !strings.Contains(shown, "xxxxx") || !strings.Contains(shown, "127.0.0.1:1") {
 					t.Errorf("warning names the database as %q, want it redacted", shown)
 				}
+				if d, err := time.ParseDuration(fmt.Sprint(warn.attrs["retry_in"])); err != nil || d <= 0 {
+					t.Errorf("retry_in = %#v, want a duration such as \"250ms\"", warn.attrs["retry_in"])
+				}
 				<-p.done
 				if code := p.cmd.ProcessState.ExitCode(); code != 1 {
 					t.Errorf("exit code %d, want 1", code)

@@ -3,6 +3,8 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -184,5 +186,87 @@ func TestHTTPPortInUse(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("wrote %v", entries)
+	}
+}
+
+// TestLogAttributeForms: in JSON and text logs a duration is written in
+// readable units, never nanoseconds, and a slot is an RFC 3339 string in
+// UTC, whether it was logged as a time (in any zone) or as a string in the
+// job's zone.
+func TestLogAttributeForms(t *testing.T) {
+	shanghai, err := time.LoadLocation("Asia/Shanghai")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slot := time.Date(2026, 1, 20, 0, 0, 50, 0, shanghai)
+	const wantSlot = "2026-01-19T16:00:50Z"
+	for _, format := range []string{"json", "text"} {
+		t.Run(format, func(t *testing.T) {
+			var buf bytes.Buffer
+			log, err := (&logOptions{format: format, level: "info"}).logger(&buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			log.Info("as time", "slot", slot, "duration", 2563089*time.Nanosecond, "retry_in", 250*time.Millisecond)
+			log.Info("as string", "slot", slot.Format(time.RFC3339))
+			log.With("job", "daily-stats").Info("as any", slog.Any("slot", slot), slog.Any("window", 48*time.Hour))
+			lines := strings.Split(strings.TrimRight(buf.String(), "\n"), "\n")
+			if len(lines) != 3 {
+				t.Fatalf("logged %d lines, want 3:\n%s", len(lines), buf.String())
+			}
+			want := []map[string]string{
+				{"slot": wantSlot, "duration": "2.563089ms", "retry_in": "250ms"},
+				{"slot": wantSlot},
+				{"slot": wantSlot, "window": "48h0m0s"},
+			}
+			for i, line := range lines {
+				for key, value := range want[i] {
+					if format == "text" {
+						if !strings.Contains(line, " "+key+"="+value) {
+							t.Errorf("line %q lacks %s=%s", line, key, value)
+						}
+						continue
+					}
+					var m map[string]any
+					if err := json.Unmarshal([]byte(line), &m); err != nil {
+						t.Fatalf("line %q is not JSON: %v", line, err)
+					}
+					if got, ok := m[key].(string); !ok || got != value {
+						t.Errorf("%s = %#v (%T), want the string %q", key, m[key], m[key], value)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestSlotLogLine: the "slot succeeded" line a real slot logs carries the slot
+// in UTC and its duration in readable units.
+func TestSlotLogLine(t *testing.T) {
+	dir := t.TempDir()
+	code, _, stderr := execute(t, nil, "once", "daily-stats", "--date", "2026-01-20", "--timezone", "Asia/Shanghai",
+		"--database-dsn", "sqlite://"+filepath.Join(dir, "x.db"), "--log-format", "json")
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var line map[string]any
+	for _, l := range strings.Split(stderr, "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "slot succeeded" {
+			line = m
+		}
+	}
+	if line == nil {
+		t.Fatalf("no 'slot succeeded' line in:\n%s", stderr)
+	}
+	if line["slot"] != "2026-01-19T16:00:50Z" {
+		t.Errorf("slot = %#v, want \"2026-01-19T16:00:50Z\"", line["slot"])
+	}
+	d, ok := line["duration"].(string)
+	if !ok {
+		t.Fatalf("duration = %#v (%T), want a string such as \"2.5ms\"", line["duration"], line["duration"])
+	}
+	if v, err := time.ParseDuration(d); err != nil || v <= 0 {
+		t.Errorf("duration %q does not parse as a positive duration: %v", d, err)
 	}
 }
