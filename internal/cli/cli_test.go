@@ -51,6 +51,11 @@ func TestBadInput(t *testing.T) {
 		{"unparsable DSN body", nil, []string{"run", "--database-dsn", "mysql://u:p@h:port/db"}, "mysql DSN is not a valid URL"},
 		{"DSN without database", nil, []string{"run", "--database-dsn", "postgres://u:p@/db"}, "postgres DSN has no host"},
 		{"DSN file missing", nil, []string{"run", "--database-dsn-file", "/nonexistent/dsn"}, "cannot read --database-dsn-file"},
+		{"DSN and DSN file", nil, []string{"migrate", "--database-dsn", "sqlite://x.db", "--database-dsn-file", "/nonexistent/dsn"}, "--database-dsn and --database-dsn-file are both set: give only one"},
+		{"DSN from env and DSN file", map[string]string{"LEASECRON_DATABASE_DSN": "sqlite://x.db"}, []string{"status", "--database-dsn-file", "/nonexistent/dsn"}, "--database-dsn (from LEASECRON_DATABASE_DSN) and --database-dsn-file are both set: give only one"},
+		{"status without a database", nil, []string{"status"}, "no database at "},
+		{"verify without a database", nil, []string{"verify"}, "no database at "},
+		{"dedupe without a database", nil, []string{"dedupe", "--apply"}, "no database at "},
 		{"renew deadline not below lease duration", nil, []string{"run", "--renew-deadline", "15s"}, "--renew-deadline (15s) must be below --lease-duration (15s)"},
 		{"retry period too long", nil, []string{"run", "--retry-period", "9s"}, "must be above 1.2 × --retry-period"},
 		{"zero lease duration", nil, []string{"run", "--lease-duration", "0s"}, "--lease-duration must be positive"},
@@ -102,6 +107,47 @@ func TestBadInput(t *testing.T) {
 				t.Errorf("bad input wrote %v", entries)
 			}
 		})
+	}
+}
+
+// TestReadOnlyCommandsCreateNoDatabase: with no DSN, in an empty directory,
+// the commands that only read or change what a database holds say that
+// there is none and how to fix it, exit 2, and create no leasecron.db.
+func TestReadOnlyCommandsCreateNoDatabase(t *testing.T) {
+	for _, args := range [][]string{{"status"}, {"verify"}, {"verify", "--from", "2026-01-01", "--to", "2026-01-02"}, {"dedupe"}, {"dedupe", "--apply"}} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			dir := t.TempDir()
+			t.Chdir(dir)
+			code, stdout, stderr := execute(t, nil, args...)
+			if code != ExitUsage {
+				t.Fatalf("exit code %d, want %d; stderr: %s", code, ExitUsage, stderr)
+			}
+			const want = "leasecron: no database at leasecron.db: give --database-dsn or --database-dsn-file, or run 'leasecron migrate' first\n"
+			if stderr != want || stdout != "" {
+				t.Fatalf("stdout %q, stderr %q; want only the line %q", stdout, stderr, want)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+				t.Errorf("wrote %v", entries)
+			}
+		})
+	}
+}
+
+// TestDSNFileHelpMatchesBehaviour: the help of --database-dsn-file says
+// what happens when --database-dsn is given too (it is refused).
+func TestDSNFileHelpMatchesBehaviour(t *testing.T) {
+	code, stdout, stderr := execute(t, nil, "migrate", "--help")
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var help string
+	for _, l := range strings.Split(stdout, "\n") {
+		if strings.Contains(l, "--database-dsn-file") {
+			help = l
+		}
+	}
+	if !strings.Contains(help, "with --database-dsn is refused") || strings.Contains(help, "overrides") {
+		t.Fatalf("--database-dsn-file help = %q, want it to say that giving both is refused", help)
 	}
 }
 

@@ -48,6 +48,17 @@ type DSN struct {
 // String returns the DSN with every credential replaced by "xxxxx".
 func (d DSN) String() string { return d.redacted }
 
+// NoCreate returns the DSN for a command that works on an existing database:
+// a SQLite file is opened read-write without the create flag, so a missing
+// file is an error rather than a new, empty database. Database servers never
+// create a database on connect, so other dialects are returned as they are.
+func (d DSN) NoCreate() DSN {
+	if d.Dialect == SQLite {
+		d.driver = strings.Replace(d.driver, "?", "?mode=rw&", 1)
+	}
+	return d
+}
+
 // Scrub returns err with every occurrence of the DSN's credentials replaced,
 // in the form they were written and decoded, so a driver error that echoes
 // the DSN can be logged or returned safely. It returns nil for nil.

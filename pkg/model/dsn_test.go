@@ -1,7 +1,11 @@
 package model
 
 import (
+	"context"
 	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -142,4 +146,37 @@ func mustTime(t *testing.T) any {
 		t.Fatal(err)
 	}
 	return d.In(time.UTC)
+}
+
+// TestNoCreateOpensOnlyAnExistingFile: a NoCreate SQLite DSN fails on a
+// missing file and leaves nothing behind, and opens a file that exists.
+func TestNoCreateOpensOnlyAnExistingFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "x.db")
+	d, err := ParseDSN("sqlite://" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if db, err := Open(ctx, d.NoCreate(), 0, slog.New(slog.DiscardHandler)); err == nil {
+		_ = Close(db)
+		t.Fatal("NoCreate opened a database file that does not exist")
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("NoCreate left %v behind", entries)
+	}
+	db, err := Open(ctx, d, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Close(db); err != nil {
+		t.Fatal(err)
+	}
+	db, err = Open(ctx, d.NoCreate(), 0, nil)
+	if err != nil {
+		t.Fatalf("NoCreate cannot open the existing file: %v", err)
+	}
+	if err := Close(db); err != nil {
+		t.Fatal(err)
+	}
 }
