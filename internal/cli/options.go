@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"strings"
@@ -102,7 +101,7 @@ func (o *dbOptions) open(ctx context.Context, dsn model.DSN, migrate bool, log *
 func (o *dbOptions) openExisting(ctx context.Context, dsn model.DSN, log *slog.Logger) (*gorm.DB, error) {
 	if dsn.Dialect == model.SQLite {
 		_, err := os.Stat(dsn.Path)
-		if errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, os.ErrNotExist) {
 			return nil, usagef("no database at %s: give --database-dsn or --database-dsn-file, or run 'leasecron migrate' first", dsn.Path)
 		}
 		if err != nil {
