@@ -28,8 +28,8 @@ var parser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron
 //   - A schedule whose hour field is * ("30 * * * *", "*/5 * * * *",
 //     "@hourly") means "every hour", and follows elapsed time through the
 //     repeated hour: it fires in both passes, so an hourly job runs 25 times
-//     on the long day and no hour goes without its run (cron(8) treats
-//     wildcard-hour jobs the same way).
+//     on the long day and no hour goes without its run (Vixie cron, too,
+//     runs wildcard jobs in both passes and fixed-time jobs once).
 //
 // robfig/cron's own SpecSchedule.Next converts wall times with time.Date,
 // which picks the second occurrence of a repeated time east of UTC and the
