@@ -331,3 +331,62 @@ func TestDatabaseOutage(t *testing.T) {
 	}
 	checkExactlyOnce(t, dsn)
 }
+
+// TestUnreachableDatabaseHidesTheSecret runs `leasecron run` and `migrate`
+// against a closed port with the secret in every place a DSN can carry one:
+// the warning logged on each retry and the exit error name the database,
+// redacted, and never show the secret.
+func TestUnreachableDatabaseHidesTheSecret(t *testing.T) {
+	const secret = "s3cret-Pa55"
+	forms := map[string]string{
+		"postgres query password":    "postgres://app@127.0.0.1:1/app?sslmode=disable&password=" + secret,
+		"postgres user password":     "postgres://app:" + secret + "@127.0.0.1:1/app?sslmode=disable",
+		"postgres query sslpassword": "postgresql://app@127.0.0.1:1/app?sslmode=disable&sslpassword=" + secret,
+		"mysql user password":        "mysql://app:" + secret + "@127.0.0.1:1/app",
+		"mysql driver form":          "mysql://app:" + secret + "@tcp(127.0.0.1:1)/app",
+	}
+	for name, dsn := range forms {
+		for _, verb := range []string{"run", "migrate"} {
+			t.Run(name+"/"+verb, func(t *testing.T) {
+				dir := t.TempDir()
+				// The DSN comes from a file, as from a mounted Secret, for
+				// migrate, and from the command line for run.
+				dsnArgs := []string{"--database-dsn", dsn}
+				if verb == "migrate" {
+					file := filepath.Join(dir, "dsn")
+					if err := os.WriteFile(file, []byte(dsn+"\n"), 0o600); err != nil {
+						t.Fatal(err)
+					}
+					dsnArgs = []string{"--database-dsn-file", file}
+				}
+				args := append([]string{verb, "--database-connect-timeout", "600ms", "--log-format", "json"}, dsnArgs...)
+				if verb == "run" {
+					args = append(args, "--mode", "filelock", "--lock-file", filepath.Join(dir, "leasecron.lock"), "--http-addr", "127.0.0.1:0")
+				}
+				f := newFleet(t)
+				p := f.start("p", args...)
+				warn := f.await(30*time.Second, "the unreachable warning", func(e event) bool { return e.msg == "database unreachable, retrying" })
+				if shown := fmt.Sprint(warn.attrs["dsn"]); !strings.Contains(shown, "xxxxx") || !strings.Contains(shown, "127.0.0.1:1") {
+					t.Errorf("warning names the database as %q, want it redacted", shown)
+				}
+				if d, err := time.ParseDuration(fmt.Sprint(warn.attrs["retry_in"])); err != nil || d <= 0 {
+					t.Errorf("retry_in = %#v, want a duration such as \"250ms\"", warn.attrs["retry_in"])
+				}
+				<-p.done
+				if code := p.cmd.ProcessState.ExitCode(); code != 1 {
+					t.Errorf("exit code %d, want 1", code)
+				}
+				f.mu.Lock()
+				logs := f.logs.String()
+				f.mu.Unlock()
+				lines := strings.Split(strings.TrimRight(logs, "\n"), "\n")
+				if last := lines[len(lines)-1]; !strings.Contains(last, "is unreachable after") || !strings.Contains(last, "xxxxx") {
+					t.Errorf("exit error = %q, want the redacted database and 'is unreachable after'", last)
+				}
+				if strings.Contains(logs, secret) {
+					t.Fatalf("the secret is shown:\n%s", logs)
+				}
+			})
+		}
+	}
+}

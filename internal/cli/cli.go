@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -134,6 +135,24 @@ func (o *logOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.level, "log-level", "info", "log level: debug, info, warn or error")
 }
 
+// replaceAttr keeps one form per concept in every log line, whoever logs it:
+// a duration is its readable String() form ("2.563ms", "1m0s"), not
+// nanoseconds; a slot ("slot") is an RFC 3339 string in UTC, whether it was
+// logged as a time.Time or already formatted in the job's zone.
+func replaceAttr(_ []string, a slog.Attr) slog.Attr {
+	switch {
+	case a.Value.Kind() == slog.KindDuration:
+		return slog.String(a.Key, a.Value.Duration().String())
+	case a.Key == "slot" && a.Value.Kind() == slog.KindTime:
+		return slog.String(a.Key, a.Value.Time().UTC().Format(time.RFC3339))
+	case a.Key == "slot" && a.Value.Kind() == slog.KindString:
+		if t, err := time.Parse(time.RFC3339, a.Value.String()); err == nil {
+			return slog.String(a.Key, t.UTC().Format(time.RFC3339))
+		}
+	}
+	return a
+}
+
 // logger builds the process logger and routes client-go's klog into it.
 func (o *logOptions) logger(w io.Writer) (*slog.Logger, error) {
 	var level slog.Level
@@ -147,7 +166,7 @@ func (o *logOptions) logger(w io.Writer) (*slog.Logger, error) {
 			format = "text"
 		}
 	}
-	hopts := &slog.HandlerOptions{Level: level}
+	hopts := &slog.HandlerOptions{Level: level, ReplaceAttr: replaceAttr}
 	var h slog.Handler
 	switch format {
 	case "json":

@@ -3,6 +3,8 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -49,6 +51,11 @@ func TestBadInput(t *testing.T) {
 		{"unparsable DSN body", nil, []string{"run", "--database-dsn", "mysql://u:p@h:port/db"}, "mysql DSN is not a valid URL"},
 		{"DSN without database", nil, []string{"run", "--database-dsn", "postgres://u:p@/db"}, "postgres DSN has no host"},
 		{"DSN file missing", nil, []string{"run", "--database-dsn-file", "/nonexistent/dsn"}, "cannot read --database-dsn-file"},
+		{"DSN and DSN file", nil, []string{"migrate", "--database-dsn", "sqlite://x.db", "--database-dsn-file", "/nonexistent/dsn"}, "--database-dsn and --database-dsn-file are both set: give only one"},
+		{"DSN from env and DSN file", map[string]string{"LEASECRON_DATABASE_DSN": "sqlite://x.db"}, []string{"status", "--database-dsn-file", "/nonexistent/dsn"}, "--database-dsn (from LEASECRON_DATABASE_DSN) and --database-dsn-file are both set: give only one"},
+		{"status without a database", nil, []string{"status"}, "no database at "},
+		{"verify without a database", nil, []string{"verify"}, "no database at "},
+		{"dedupe without a database", nil, []string{"dedupe", "--apply"}, "no database at "},
 		{"renew deadline not below lease duration", nil, []string{"run", "--renew-deadline", "15s"}, "--renew-deadline (15s) must be below --lease-duration (15s)"},
 		{"retry period too long", nil, []string{"run", "--retry-period", "9s"}, "must be above 1.2 × --retry-period"},
 		{"zero lease duration", nil, []string{"run", "--lease-duration", "0s"}, "--lease-duration must be positive"},
@@ -100,6 +107,47 @@ func TestBadInput(t *testing.T) {
 				t.Errorf("bad input wrote %v", entries)
 			}
 		})
+	}
+}
+
+// TestReadOnlyCommandsCreateNoDatabase: with no DSN, in an empty directory,
+// the commands that only read or change what a database holds say that
+// there is none and how to fix it, exit 2, and create no leasecron.db.
+func TestReadOnlyCommandsCreateNoDatabase(t *testing.T) {
+	for _, args := range [][]string{{"status"}, {"verify"}, {"verify", "--from", "2026-01-01", "--to", "2026-01-02"}, {"dedupe"}, {"dedupe", "--apply"}} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			dir := t.TempDir()
+			t.Chdir(dir)
+			code, stdout, stderr := execute(t, nil, args...)
+			if code != ExitUsage {
+				t.Fatalf("exit code %d, want %d; stderr: %s", code, ExitUsage, stderr)
+			}
+			const want = "leasecron: no database at leasecron.db: give --database-dsn or --database-dsn-file, or run 'leasecron migrate' first\n"
+			if stderr != want || stdout != "" {
+				t.Fatalf("stdout %q, stderr %q; want only the line %q", stdout, stderr, want)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+				t.Errorf("wrote %v", entries)
+			}
+		})
+	}
+}
+
+// TestDSNFileHelpMatchesBehaviour: the help of --database-dsn-file says
+// what happens when --database-dsn is given too (it is refused).
+func TestDSNFileHelpMatchesBehaviour(t *testing.T) {
+	code, stdout, stderr := execute(t, nil, "migrate", "--help")
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var help string
+	for _, l := range strings.Split(stdout, "\n") {
+		if strings.Contains(l, "--database-dsn-file") {
+			help = l
+		}
+	}
+	if !strings.Contains(help, "with --database-dsn is refused") || strings.Contains(help, "overrides") {
+		t.Fatalf("--database-dsn-file help = %q, want it to say that giving both is refused", help)
 	}
 }
 
@@ -184,5 +232,87 @@ func TestHTTPPortInUse(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("wrote %v", entries)
+	}
+}
+
+// TestLogAttributeForms: in JSON and text logs a duration is written in
+// readable units, never nanoseconds, and a slot is an RFC 3339 string in
+// UTC, whether it was logged as a time (in any zone) or as a string in the
+// job's zone.
+func TestLogAttributeForms(t *testing.T) {
+	shanghai, err := time.LoadLocation("Asia/Shanghai")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slot := time.Date(2026, 1, 20, 0, 0, 50, 0, shanghai)
+	const wantSlot = "2026-01-19T16:00:50Z"
+	for _, format := range []string{"json", "text"} {
+		t.Run(format, func(t *testing.T) {
+			var buf bytes.Buffer
+			log, err := (&logOptions{format: format, level: "info"}).logger(&buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			log.Info("as time", "slot", slot, "duration", 2563089*time.Nanosecond, "retry_in", 250*time.Millisecond)
+			log.Info("as string", "slot", slot.Format(time.RFC3339))
+			log.With("job", "daily-stats").Info("as any", slog.Any("slot", slot), slog.Any("window", 48*time.Hour))
+			lines := strings.Split(strings.TrimRight(buf.String(), "\n"), "\n")
+			if len(lines) != 3 {
+				t.Fatalf("logged %d lines, want 3:\n%s", len(lines), buf.String())
+			}
+			want := []map[string]string{
+				{"slot": wantSlot, "duration": "2.563089ms", "retry_in": "250ms"},
+				{"slot": wantSlot},
+				{"slot": wantSlot, "window": "48h0m0s"},
+			}
+			for i, line := range lines {
+				for key, value := range want[i] {
+					if format == "text" {
+						if !strings.Contains(line, " "+key+"="+value) {
+							t.Errorf("line %q lacks %s=%s", line, key, value)
+						}
+						continue
+					}
+					var m map[string]any
+					if err := json.Unmarshal([]byte(line), &m); err != nil {
+						t.Fatalf("line %q is not JSON: %v", line, err)
+					}
+					if got, ok := m[key].(string); !ok || got != value {
+						t.Errorf("%s = %#v (%T), want the string %q", key, m[key], m[key], value)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestSlotLogLine: the "slot succeeded" line a real slot logs carries the slot
+// in UTC and its duration in readable units.
+func TestSlotLogLine(t *testing.T) {
+	dir := t.TempDir()
+	code, _, stderr := execute(t, nil, "once", "daily-stats", "--date", "2026-01-20", "--timezone", "Asia/Shanghai",
+		"--database-dsn", "sqlite://"+filepath.Join(dir, "x.db"), "--log-format", "json")
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var line map[string]any
+	for _, l := range strings.Split(stderr, "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "slot succeeded" {
+			line = m
+		}
+	}
+	if line == nil {
+		t.Fatalf("no 'slot succeeded' line in:\n%s", stderr)
+	}
+	if line["slot"] != "2026-01-19T16:00:50Z" {
+		t.Errorf("slot = %#v, want \"2026-01-19T16:00:50Z\"", line["slot"])
+	}
+	d, ok := line["duration"].(string)
+	if !ok {
+		t.Fatalf("duration = %#v (%T), want a string such as \"2.5ms\"", line["duration"], line["duration"])
+	}
+	if v, err := time.ParseDuration(d); err != nil || v <= 0 {
+		t.Errorf("duration %q does not parse as a positive duration: %v", d, err)
 	}
 }

@@ -205,7 +205,7 @@ func newStatusCmd() *cobra.Command {
 			if limit < 1 {
 				return usagef("--limit must be at least 1 (got %d)", limit)
 			}
-			gdb, err := db.open(cmd.Context(), dsn, false, log)
+			gdb, err := db.openExisting(cmd.Context(), dsn, log)
 			if err != nil {
 				return err
 			}
@@ -296,7 +296,7 @@ table holds). Exits 1 when it finds either.`,
 			if from != "" && to != "" && t.Before(f) {
 				return usagef("--to %s is before --from %s: swap them", t, f)
 			}
-			gdb, err := db.open(cmd.Context(), dsn, false, log)
+			gdb, err := db.openExisting(cmd.Context(), dsn, log)
 			if err != nil {
 				return err
 			}
@@ -419,7 +419,7 @@ one transaction. Then 'leasecron migrate' can add the unique keys.`,
 			if err != nil {
 				return err
 			}
-			gdb, err := db.open(cmd.Context(), dsn, false, log)
+			gdb, err := db.openExisting(cmd.Context(), dsn, log)
 			if err != nil {
 				return err
 			}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -27,7 +28,7 @@ type dbOptions struct {
 
 func (o *dbOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.dsn, "database-dsn", model.DefaultDSN, "database DSN: sqlite://PATH, mysql://USER:PASS@HOST:PORT/DB or postgres://USER:PASS@HOST:PORT/DB")
-	fs.StringVar(&o.dsnFile, "database-dsn-file", "", "read the database DSN from this file (a mounted Secret); overrides --database-dsn")
+	fs.StringVar(&o.dsnFile, "database-dsn-file", "", "read the database DSN from this file (a mounted Secret) instead; giving it with --database-dsn is refused")
 	fs.DurationVar(&o.connectTimeout, "database-connect-timeout", time.Minute, "how long to retry an unreachable database at start-up before giving up")
 }
 
@@ -50,6 +51,9 @@ func (o *dbOptions) parse(fs *pflag.FlagSet) (model.DSN, error) {
 	raw := o.dsn
 	if o.dsnFile != "" {
 		if fs.Changed("database-dsn") {
+			if _, ok := os.LookupEnv(envName("database-dsn")); ok {
+				return model.DSN{}, usagef("--database-dsn (from %s) and --database-dsn-file are both set: give only one", envName("database-dsn"))
+			}
 			return model.DSN{}, usagef("--database-dsn and --database-dsn-file are both set: give only one")
 		}
 		b, err := os.ReadFile(o.dsnFile)
@@ -89,6 +93,24 @@ func (o *dbOptions) open(ctx context.Context, dsn model.DSN, migrate bool, log *
 		}
 	}
 	return db, nil
+}
+
+// openExisting opens a database that must exist already, for the commands
+// that read it or change only what it holds (status, verify, dedupe): a
+// missing SQLite file is bad configuration, reported before anything is
+// written, and the file is opened without the create flag, so such a
+// command never leaves an empty database behind.
+func (o *dbOptions) openExisting(ctx context.Context, dsn model.DSN, log *slog.Logger) (*gorm.DB, error) {
+	if dsn.Dialect == model.SQLite {
+		_, err := os.Stat(dsn.Path)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, usagef("no database at %s: give --database-dsn or --database-dsn-file, or run 'leasecron migrate' first", dsn.Path)
+		}
+		if err != nil {
+			return nil, usagef("cannot read the database %s: %v", dsn.Path, unwrapPathErr(err))
+		}
+	}
+	return o.open(ctx, dsn.NoCreate(), false, log)
 }
 
 // scheduleOptions select the time zone and the jobs' schedules.

@@ -16,17 +16,35 @@ var parser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron
 // Schedule is a parsed cron expression in one time zone.
 //
 // Field schedules are evaluated on the wall clock of the zone, so daylight
-// saving time behaves as operators expect: a wall-clock time that does not
-// exist (spring forward) fires once at the instant the clock jumps, and a
-// wall-clock time that occurs twice (fall back) fires once, at its first
-// occurrence. @every schedules are evaluated on elapsed time, aligned to
-// multiples of the interval since the zero time, so every replica computes the
-// same slots.
+// saving time behaves as operators expect, in every zone (east and west of
+// UTC alike):
+//
+//   - A wall-clock time that does not exist (spring forward) fires once, at
+//     the instant the clock jumps.
+//   - A wall-clock time that occurs twice (fall back) fires once, at its
+//     first occurrence, when the schedule names its hours ("0 30 2 * * *",
+//     "@daily", "0 */2 * * *"): 02:30 is a time of day, and the day has it
+//     once.
+//   - A schedule whose hour field is * ("30 * * * *", "*/5 * * * *",
+//     "@hourly") means "every hour", and follows elapsed time through the
+//     repeated hour: it fires in both passes, so an hourly job runs 25 times
+//     on the long day and no hour goes without its run (Vixie cron, too,
+//     runs wildcard jobs in both passes and fixed-time jobs once).
+//
+// robfig/cron's own SpecSchedule.Next converts wall times with time.Date,
+// which picks the second occurrence of a repeated time east of UTC and the
+// first west of it; so it is used only to find matching wall-clock times
+// (in UTC, which has no transitions), and Next maps them to instants itself,
+// one zone offset period at a time.
+//
+// @every schedules are evaluated on elapsed time, aligned to multiples of the
+// interval since the zero time, so every replica computes the same slots.
 type Schedule struct {
-	expr  string
-	loc   *time.Location
-	spec  *cron.SpecSchedule // nil for @every
-	every time.Duration
+	expr      string
+	loc       *time.Location
+	spec      *cron.SpecSchedule // nil for @every
+	everyHour bool               // the hour field matches every hour
+	every     time.Duration
 }
 
 // ParseSchedule parses expr for the zone loc. It rejects expressions that
@@ -49,6 +67,8 @@ func ParseSchedule(expr string, loc *time.Location) (*Schedule, error) {
 		spec := *v
 		spec.Location = time.UTC // we feed it wall-clock times dressed as UTC
 		s.spec = &spec
+		const allHours = 1<<24 - 1
+		s.everyHour = spec.Hour&allHours == allHours
 	case cron.ConstantDelaySchedule:
 		s.every = v.Delay
 	default:
@@ -68,33 +88,53 @@ func (s *Schedule) Location() *time.Location { return s.loc }
 
 // Next returns the first slot strictly after t, or the zero time if there is
 // none within five years.
+//
+// It walks the zone's offset periods from the one holding t. Within a period
+// the wall clock maps one to one onto instants; at a period's start the
+// clock either jumped forward (the skipped wall times fire at the jump) or
+// back (the repeated wall times fire again only for an every-hour schedule).
 func (s *Schedule) Next(t time.Time) time.Time {
 	if s.every > 0 {
 		return t.Truncate(s.every).Add(s.every)
 	}
-	w := wall(t.In(s.loc))
-	for {
-		nw := s.spec.Next(w)
+	limit := t.AddDate(5, 0, 0)
+	from := wall(t.In(s.loc)) // find wall times strictly after this
+	for u := t.In(s.loc); !u.After(limit); {
+		start, end := u.ZoneBounds()
+		_, off := u.Zone()
+		offset := time.Duration(off) * time.Second
+		if !start.IsZero() {
+			_, prevOff := start.Add(-time.Nanosecond).Zone()
+			// The wall clock just after the period began, and just before.
+			startWall := start.UTC().Add(offset)
+			prevEndWall := start.UTC().Add(time.Duration(prevOff) * time.Second)
+			if start.After(t) {
+				// Entered this period from the one before: search from its start.
+				from = startWall.Add(-time.Nanosecond)
+				if startWall.After(prevEndWall) {
+					// Spring forward: wall times in [prevEndWall, startWall)
+					// do not exist and fire at the jump.
+					if nw := s.spec.Next(prevEndWall.Add(-time.Nanosecond)); !nw.IsZero() && nw.Before(startWall) {
+						return start
+					}
+				}
+			}
+			if startWall.Before(prevEndWall) && !s.everyHour && from.Before(prevEndWall) {
+				// Fall back: wall times in [startWall, prevEndWall) already
+				// fired in the period before, at their first occurrence.
+				from = prevEndWall.Add(-time.Nanosecond)
+			}
+		}
+		nw := s.spec.Next(from)
 		if nw.IsZero() {
 			return time.Time{}
 		}
-		r := time.Date(nw.Year(), nw.Month(), nw.Day(), nw.Hour(), nw.Minute(), nw.Second(), 0, s.loc)
-		if !wall(r).Equal(nw) {
-			// nw falls in a gap (spring forward): fire when the gap ends,
-			// whichever side of it time.Date normalised to.
-			start, end := r.ZoneBounds()
-			if wall(r).Before(nw) {
-				r = end
-			} else {
-				r = start
-			}
+		if end.IsZero() || nw.Before(end.UTC().Add(offset)) {
+			return nw.Add(-offset).In(s.loc)
 		}
-		if r.After(t) {
-			return r
-		}
-		// nw lies in a repeated hour whose first occurrence is already behind t.
-		w = nw
+		u = end.In(s.loc)
 	}
+	return time.Time{}
 }
 
 // Prev returns the latest slot at or before t, or the zero time if there is

@@ -28,29 +28,49 @@ func FuzzParseDSN(f *testing.F) {
 	})
 }
 
-// FuzzDSNRedactsPassword: whatever the password, neither the printed DSN nor
-// a scrubbed driver error contains it.
+// FuzzDSNRedactsPassword: whatever the password, in every accepted place a
+// credential can sit (the URL's user, PostgreSQL's password, sslpassword and
+// sslkey parameters, the go-sql-driver form), neither the printed DSN, nor
+// the error for a DSN refused, nor a scrubbed driver error contains it,
+// decoded or as written.
 func FuzzDSNRedactsPassword(f *testing.F) {
-	for _, seed := range []string{"s3cret", "p@ss:w/rd?#", "%41%42", "xxxxx-not"} {
+	for _, seed := range []string{"s3cret", "p@ss:w/rd?#", "%41%42", "xxxxx-not", "a&b=c;d e", "pass word+"} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, pw string) {
-		if len(pw) < 6 || strings.Contains("mysql://app:xxxxx@db:3306/stats postgres://app:xxxxx@db:5432/stats", pw) {
-			return // the password would also be ordinary DSN text
-		}
 		user := url.UserPassword("app", pw).String()
-		for _, raw := range []string{"mysql://" + user + "@db:3306/stats", "postgres://" + user + "@db:5432/stats"} {
+		q := url.QueryEscape(pw)
+		forms := []string{
+			"mysql://" + user + "@db:3306/stats",
+			"mysql://app:" + pw + "@tcp(db:3306)/stats",
+			"postgres://" + user + "@db:5432/stats",
+			"postgres://app@db/stats?sslmode=disable&password=" + q,
+			"postgresql://app@db/stats?sslpassword=" + q + "&sslmode=disable",
+			"postgres://app@db/stats?sslmode=disable&sslkey=" + q,
+		}
+		for _, raw := range forms {
+			// The password may also be ordinary DSN text.
+			text := strings.NewReplacer(user, "app:xxxxx", pw, "xxxxx", q, "xxxxx").Replace(raw)
+			if len(pw) < 6 || strings.Contains(text, pw) || strings.Contains(text, q) {
+				return
+			}
+		}
+		leaks := func(s string) bool {
+			return strings.Contains(s, pw) || strings.Contains(s, q) || strings.Contains(s, user[len("app:"):])
+		}
+		for _, raw := range forms {
 			d, err := ParseDSN(raw)
 			if err != nil {
-				if strings.Contains(err.Error(), pw) {
+				if leaks(err.Error()) {
 					t.Fatalf("the error for %q shows the password: %v", raw, err)
 				}
 				continue
 			}
-			if strings.Contains(d.String(), pw) {
+			if leaks(d.String()) {
 				t.Fatalf("DSN %q prints as %q", raw, d)
 			}
-			if err := d.Scrub(errors.New("driver: access denied for " + pw)); strings.Contains(err.Error(), pw) {
+			echo := errors.New("driver: cannot connect to " + raw + ": access denied for " + pw)
+			if err := d.Scrub(echo); leaks(err.Error()) {
 				t.Fatalf("Scrub left the password in %q", err)
 			}
 		}

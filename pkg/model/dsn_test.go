@@ -1,7 +1,11 @@
 package model
 
 import (
+	"context"
 	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +22,11 @@ func TestParseDSN(t *testing.T) {
 		{"mysql://app:s3cret@tcp(db:3307)/stats", MySQL, "mysql://app:xxxxx@db:3307/stats"},
 		{"postgres://app:s3cret@db:5432/stats?sslmode=disable", Postgres, "postgres://app:xxxxx@db:5432/stats?sslmode=disable"},
 		{"postgresql://app@db/stats", Postgres, "postgres://app@db/stats"},
+		{"postgres://app@db/app?sslmode=disable&password=s3cret", Postgres, "postgres://app@db/app?sslmode=disable&password=xxxxx"},
+		{"postgres://app:s3cret@db/app?password=s3cret", Postgres, "postgres://app:xxxxx@db/app?password=xxxxx"},
+		{"postgres://app@db/app?sslmode=disable&sslpassword=s3cret&sslkey=/k.pem", Postgres, "postgres://app@db/app?sslmode=disable&sslpassword=xxxxx&sslkey=xxxxx"},
+		{"postgres://app@db/app?sslmode=disable&PassWord=s3cret", Postgres, "postgres://app@db/app?sslmode=disable&PassWord=xxxxx"},
+		{"mysql://app:s%33cret@db/stats", MySQL, "mysql://app:xxxxx@db:3306/stats"},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			d, err := ParseDSN(tc.in)
@@ -59,6 +68,11 @@ func TestParseDSNRejects(t *testing.T) {
 		{"mysql://u:s3cret@h:notaport/db", "not a valid URL"},
 		{"postgres://u:s3cret@/db", "no host"},
 		{"postgres://u:s3cret@h:5432/db?sslmode=sometimes", "not valid"},
+		{"postgres://u@h:5432/db?sslmode=sometimes&password=s3cret", "not valid"},
+		{"postgres://u@h:5432/db?sslmode=sometimes&sslpassword=s3cret", "not valid"},
+		{"postgres://host=h password=s3cret", "not a valid URL"},
+		{"password=s3cret host=h", "no scheme"},
+		{"mysql://u:s3cret@tcp(h:3306/db", "not valid"},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			_, err := ParseDSN(tc.in)
@@ -86,6 +100,33 @@ func TestScrub(t *testing.T) {
 	}
 }
 
+// TestScrubEveryCredential: a driver error that echoes the DSN, in any of
+// the forms it was written in, loses every credential.
+func TestScrubEveryCredential(t *testing.T) {
+	for _, raw := range []string{
+		"postgres://app@db/app?sslmode=disable&password=s3cret",
+		"postgres://app:s3cret@db/app",
+		"postgres://app@db/app?sslmode=disable&sslpassword=s3cret",
+		"postgres://app@db/app?sslmode=disable&password=s%33cret",
+		"mysql://app:s%33cret@db/stats",
+		"mysql://app:s3cret@tcp(db:3306)/stats",
+	} {
+		t.Run(raw, func(t *testing.T) {
+			d, err := ParseDSN(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := d.Scrub(errors.New("cannot connect to " + raw + " as s3cret"))
+			if strings.Contains(got.Error(), "s3cret") || strings.Contains(got.Error(), "s%33cret") || !strings.Contains(got.Error(), "xxxxx") {
+				t.Fatalf("Scrub = %v", got)
+			}
+			if strings.Contains(d.String(), "s3cret") || strings.Contains(d.String(), "s%33cret") {
+				t.Fatalf("String() = %s", d)
+			}
+		})
+	}
+}
+
 func TestDateScan(t *testing.T) {
 	var d Date
 	for _, src := range []any{"2026-11-24", []byte("2026-11-24 00:00:00"), mustTime(t)} {
@@ -105,4 +146,37 @@ func mustTime(t *testing.T) any {
 		t.Fatal(err)
 	}
 	return d.In(time.UTC)
+}
+
+// TestNoCreateOpensOnlyAnExistingFile: a NoCreate SQLite DSN fails on a
+// missing file and leaves nothing behind, and opens a file that exists.
+func TestNoCreateOpensOnlyAnExistingFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "x.db")
+	d, err := ParseDSN("sqlite://" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if db, err := Open(ctx, d.NoCreate(), 0, slog.New(slog.DiscardHandler)); err == nil {
+		_ = Close(db)
+		t.Fatal("NoCreate opened a database file that does not exist")
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("NoCreate left %v behind", entries)
+	}
+	db, err := Open(ctx, d, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Close(db); err != nil {
+		t.Fatal(err)
+	}
+	db, err = Open(ctx, d.NoCreate(), 0, nil)
+	if err != nil {
+		t.Fatalf("NoCreate cannot open the existing file: %v", err)
+	}
+	if err := Close(db); err != nil {
+		t.Fatal(err)
+	}
 }
