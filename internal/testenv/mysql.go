@@ -42,7 +42,10 @@ func startMariaDB(ctx context.Context, base string) (*Server, error) {
 	dir := filepath.Join(base, "mariadb")
 	data := filepath.Join(dir, "data")
 	logPath := filepath.Join(base, "mariadb.log")
-	if err := os.Mkdir(dir, 0o700); err != nil {
+	// Its own temp dir: the server's temporary tables must not share /tmp
+	// with other servers' bootstraps or with tmp cleaners.
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return nil, err
 	}
 	var asUser []string
@@ -52,7 +55,7 @@ func startMariaDB(ctx context.Context, base string) (*Server, error) {
 
 	// --auth-root-authentication-method=normal: root@localhost/127.0.0.1
 	// without password; --skip-name-resolve: grants by IP, as used below.
-	install := []string{"--no-defaults", "--datadir=" + data,
+	install := []string{"--no-defaults", "--datadir=" + data, "--tmpdir=" + tmp,
 		"--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve"}
 	install = append(append(install, asUser...), mariadbOptions...)
 	if err := run(ctx, installDB, install, dir, nil, logPath); err != nil {
@@ -60,7 +63,7 @@ func startMariaDB(ctx context.Context, base string) (*Server, error) {
 	}
 
 	return startOnFreePort(ctx, func(port int) *Server {
-		args := []string{"--no-defaults", "--datadir=" + data,
+		args := []string{"--no-defaults", "--datadir=" + data, "--tmpdir=" + tmp,
 			"--socket=" + filepath.Join(dir, "mariadbd.sock"),
 			"--pid-file=" + filepath.Join(dir, "mariadbd.pid"),
 			"--port=" + strconv.Itoa(port), "--bind-address=127.0.0.1", "--skip-name-resolve"}

@@ -4,11 +4,14 @@
 // A slot is one activation time of a job's cron schedule. For each slot the
 // scheduler claims a row in the job_runs ledger (unique on job and slot), runs
 // the job with the slot's time, and marks the row succeeded in the same
-// transaction as the job's own writes. Every ledger transaction first checks,
-// under a row lock, that the leadership term (the fence) issued when this
-// process started leading is still the database's current one, so a leader
-// that lost its lease without noticing (frozen, partitioned) cannot commit a
-// slot. The job's own unique keys are the third guard.
+// transaction as the job's own writes. Every ledger transaction checks, under
+// a shared lock on the term row held to its commit, that the leadership term
+// (the fence) issued when this process started leading is still the
+// database's current one, so a leader that lost its lease without noticing
+// (frozen, partitioned) cannot commit a slot; claims are short, and a job's
+// transaction checks only after its work, so jobs run side by side and only
+// a new term waits for them (see Ledger). The job's own unique keys are the
+// third guard.
 //
 // When leadership starts, each job catches up: the slots after its last
 // succeeded slot are run oldest first, at most CatchUpWindow back and at most

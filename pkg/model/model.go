@@ -6,7 +6,8 @@
 // create what is missing and add the unique key on date, but never rewrite a
 // column or a row. job_runs is the slot ledger (unique on job and slot) and
 // leader_terms holds the current leadership term per election scope: the
-// fence every leader transaction checks under a row lock.
+// fence every leader transaction checks under a shared lock on its row just
+// before it commits.
 //
 // Calendar dates travel as 'YYYY-MM-DD' text and are read back by their
 // year, month and day alone, so no server, driver or process time zone can
