@@ -226,6 +226,27 @@ func TestBlackHoledLeaderReleasesLocksWithinIdleLimit(t *testing.T) {
 	}
 }
 
+// sessionSettings opens dsn with limits and reads back what the server
+// applies to a session.
+func sessionSettings(t *testing.T, raw string, limits model.SessionLimits) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	dsn, err := model.ParseDSN(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := model.OpenWith(ctx, dsn, model.OpenOptions{Wait: 10 * time.Second, Log: quietLog(), Limits: limits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = model.Close(db) })
+	got, err := model.SessionSettings(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
 // The limits reach the server on every session, and a limit the DSN sets
 // itself is kept.
 func TestSessionLimitsAreSetOnTheServer(t *testing.T) {
@@ -235,21 +256,7 @@ func TestSessionLimitsAreSetOnTheServer(t *testing.T) {
 	}
 	for _, d := range serverDialects {
 		t.Run(d, func(t *testing.T) {
-			ctx := context.Background()
-			dsn, err := model.ParseDSN(testenv.DSN(t, d))
-			if err != nil {
-				t.Fatal(err)
-			}
-			db, err := model.OpenWith(ctx, dsn, model.OpenOptions{Wait: 10 * time.Second, Log: quietLog(),
-				Limits: model.SessionLimits{IdleInTransaction: 6500 * time.Millisecond, Statement: 90 * time.Second}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = model.Close(db) })
-			got, err := model.SessionSettings(ctx, db)
-			if err != nil {
-				t.Fatal(err)
-			}
+			got := sessionSettings(t, testenv.DSN(t, d), model.SessionLimits{IdleInTransaction: 6500 * time.Millisecond, Statement: 90 * time.Second})
 			for k, v := range want[d] {
 				if got[k] != v {
 					t.Errorf("%s = %q, want %q (all: %v)", k, got[k], v, got)
@@ -258,20 +265,7 @@ func TestSessionLimitsAreSetOnTheServer(t *testing.T) {
 		})
 	}
 	t.Run("postgres keeps the DSN's own value", func(t *testing.T) {
-		ctx := context.Background()
-		dsn, err := model.ParseDSN(testenv.DSN(t, "postgres") + "&statement_timeout=1234")
-		if err != nil {
-			t.Fatal(err)
-		}
-		db, err := model.OpenWith(ctx, dsn, model.OpenOptions{Log: quietLog(), Limits: model.SessionLimits{Statement: time.Minute}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = model.Close(db) })
-		got, err := model.SessionSettings(ctx, db)
-		if err != nil {
-			t.Fatal(err)
-		}
+		got := sessionSettings(t, testenv.DSN(t, "postgres")+"&statement_timeout=1234", model.SessionLimits{Statement: time.Minute})
 		if got["statement_timeout"] != "1234ms" {
 			t.Fatalf("statement_timeout = %q, want the DSN's 1234ms", got["statement_timeout"])
 		}
