@@ -61,6 +61,7 @@ func TestBadInput(t *testing.T) {
 		{"zero lease duration", nil, []string{"run", "--lease-duration", "0s"}, "--lease-duration must be positive"},
 		{"lease duration not whole seconds", nil, []string{"run", "--lease-duration", "15500ms"}, "--lease-duration must be a whole number of seconds, as a Lease records it (got 15.5s)"},
 		{"negative job timeout", nil, []string{"run", "--job-timeout", "-1s"}, "--job-timeout must be a positive duration"},
+		{"zero database-lost timeout", nil, []string{"run", "--database-lost-timeout", "0s"}, "--database-lost-timeout must be a positive duration"},
 		{"zero catch-up window", nil, []string{"run", "--catch-up-window", "0"}, "--catch-up-window must be a positive duration"},
 		{"negative catch-up limit", nil, []string{"run", "--catch-up-limit", "-1"}, "--catch-up-limit must be 0 or more"},
 		{"not a duration", nil, []string{"run", "--job-timeout", "ten minutes"}, `invalid argument "ten minutes" for "--job-timeout"`},
