@@ -1,12 +1,19 @@
 // Package metrics defines leasecron's Prometheus metrics. They are built on a
 // Registerer the caller owns (a private registry in the binary, a fresh one
 // per test), never registered globally.
+//
+// Per-job series carry the label JobLabel ("scheduled_job"), never "job":
+// "job" is the label Prometheus gives every target, so a series of our own
+// with it arrives renamed to "exported_job" and queries on it match nothing.
 package metrics
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
+
+// JobLabel is the label that names the job on every per-job series.
+const JobLabel = "scheduled_job"
 
 // Run results, the values of the result label.
 const (
@@ -38,20 +45,20 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 		Runs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "leasecron_job_runs_total", Help: "Slot runs by job and result (succeeded, failed, skipped).",
-		}, []string{"job", "result"}),
+		}, []string{JobLabel, "result"}),
 		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "leasecron_job_duration_seconds", Help: "Duration of one attempt of a slot, by job.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
-		}, []string{"job"}),
+		}, []string{JobLabel}),
 		LastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "leasecron_job_last_success_timestamp_seconds", Help: "Unix time of the last slot that succeeded, by job.",
-		}, []string{"job"}),
+		}, []string{JobLabel}),
 		Missed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "leasecron_missed_slots_total", Help: "Slots not run because they fell outside the catch-up window or limit.",
-		}, []string{"job"}),
+		}, []string{JobLabel}),
 		CaughtUp: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "leasecron_caught_up_slots_total", Help: "Past slots run late when leadership started.",
-		}, []string{"job"}),
+		}, []string{JobLabel}),
 	}
 	reg.MustRegister(m.Leader, m.Transitions, m.Runs, m.Duration, m.LastSuccess, m.Missed, m.CaughtUp,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
