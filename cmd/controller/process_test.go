@@ -364,7 +364,8 @@ func TestMetricsScrapedShape(t *testing.T) {
 		}
 	}
 	for _, name := range []string{
-		"leasecron_job_runs_total", "leasecron_job_duration_seconds", "leasecron_job_last_success_timestamp_seconds",
+		"leasecron_job_runs_total", "leasecron_job_slots_total", "leasecron_job_duration_seconds",
+		"leasecron_job_last_success_timestamp_seconds", "leasecron_missed_slots_total", "leasecron_caught_up_slots_total",
 	} {
 		found := false
 		for _, m := range fams[name].GetMetric() {
