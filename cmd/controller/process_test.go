@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leasecron/leasecron/internal/metrics"
 	"github.com/leasecron/leasecron/internal/testenv"
 	"github.com/leasecron/leasecron/pkg/model"
 )
@@ -387,6 +388,52 @@ func TestUnreachableDatabaseHidesTheSecret(t *testing.T) {
 					t.Fatalf("the secret is shown:\n%s", logs)
 				}
 			})
+		}
+	}
+}
+
+// TestMetricsScrapedShape scrapes /metrics of a running controller as
+// Prometheus would and checks the shape of its series: none carries "job"
+// (Prometheus's own target label, which would rename ours to
+// "exported_job"), and every per-job family names the job in
+// metrics.JobLabel.
+func TestMetricsScrapedShape(t *testing.T) {
+	dir := t.TempDir()
+	f := newFleet(t)
+	f.start("p1", "run", "--mode", "filelock", "--lock-file", filepath.Join(dir, "leasecron.lock"),
+		"--database-dsn", testenv.DSN(t, "sqlite"), "--schedule", "daily-stats=* * * * * *", "--timezone", "UTC",
+		"--http-addr", "127.0.0.1:0", "--log-format", "json")
+	addr := fmt.Sprint(f.await(60*time.Second, "the http address", func(e event) bool { return e.msg == "http server listening" }).attrs["addr"])
+	// A slot's metrics are set after its log line and before the next slot
+	// starts: after the second slot, the first one's series are all there.
+	for i := 0; i < 2; i++ {
+		f.await(30*time.Second, "a slot", func(e event) bool { return e.msg == "slot succeeded" })
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	fams, err := testenv.ScrapeMetrics(ctx, "http://"+addr+"/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, fam := range fams {
+		for _, m := range fam.GetMetric() {
+			if _, ok := testenv.LabelValue(m, "job"); ok {
+				t.Errorf("%s has a series with the label job (%v): Prometheus would rename it exported_job", name, m.GetLabel())
+			}
+		}
+	}
+	for _, name := range []string{
+		"leasecron_job_runs_total", "leasecron_job_slots_total", "leasecron_job_duration_seconds",
+		"leasecron_job_last_success_timestamp_seconds", "leasecron_missed_slots_total", "leasecron_caught_up_slots_total",
+	} {
+		found := false
+		for _, m := range fams[name].GetMetric() {
+			if v, _ := testenv.LabelValue(m, metrics.JobLabel); v == "daily-stats" {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%s has no series with %s=\"daily-stats\": %v", name, metrics.JobLabel, fams[name].GetMetric())
 		}
 	}
 }

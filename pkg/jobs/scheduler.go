@@ -300,6 +300,12 @@ func (s *Scheduler) start(ctx context.Context, name string, sched *Schedule) (ti
 	if err != nil {
 		return time.Time{}, err
 	}
+	if m := s.opts.Metrics; m != nil {
+		m.InitJob(name)
+		if !last.IsZero() { // the last success may be another leader's: the ledger knows
+			m.LastSuccess.WithLabelValues(name).Set(float64(last.Unix()))
+		}
+	}
 	switch {
 	case !history:
 		prev := sched.Prev(now)
@@ -378,12 +384,14 @@ func (s *Scheduler) runSlot(ctx context.Context, drain <-chan struct{}, fence Fe
 			log.Debug("slot already done")
 			if m != nil {
 				m.Runs.WithLabelValues(name, metrics.ResultSkipped).Inc()
+				m.Slots.WithLabelValues(name, metrics.ResultSkipped).Inc()
 			}
 			return Skipped, nil
 		case err == nil:
 			log.Info("slot succeeded", "attempt", attempt, "duration", elapsed)
 			if m != nil {
 				m.Runs.WithLabelValues(name, metrics.ResultSucceeded).Inc()
+				m.Slots.WithLabelValues(name, metrics.ResultSucceeded).Inc()
 				m.Duration.WithLabelValues(name).Observe(elapsed.Seconds())
 				m.LastSuccess.WithLabelValues(name).Set(float64(slot.Unix()))
 			}
@@ -398,6 +406,9 @@ func (s *Scheduler) runSlot(ctx context.Context, drain <-chan struct{}, fence Fe
 		}
 		if s.opts.Clock.Now().Add(backoff).After(deadline) {
 			log.Error("slot failed, giving up: deadline reached", "attempts", attempt, "deadline", deadline, "err", err)
+			if m != nil {
+				m.Slots.WithLabelValues(name, metrics.ResultFailed).Inc()
+			}
 			return Failed, nil
 		}
 		log.Warn("slot attempt failed, retrying", "attempt", attempt, "retry_in", backoff, "err", err)
@@ -479,6 +490,8 @@ func (s *Scheduler) RunSlots(ctx context.Context, fence Fence, name string, slot
 				if m := s.opts.Metrics; m != nil {
 					m.Runs.WithLabelValues(name, metrics.ResultSucceeded).Add(float64(ran))
 					m.Runs.WithLabelValues(name, metrics.ResultSkipped).Add(float64(len(done)))
+					m.Slots.WithLabelValues(name, metrics.ResultSucceeded).Add(float64(ran))
+					m.Slots.WithLabelValues(name, metrics.ResultSkipped).Add(float64(len(done)))
 				}
 				continue
 			}

@@ -1,0 +1,99 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"gorm.io/gorm"
+
+	"github.com/leasecron/leasecron/internal/metrics"
+	"github.com/leasecron/leasecron/pkg/model"
+)
+
+// TestLastSuccessFromLedgerWhenLeadershipStarts: a new leader whose job's
+// last slot was run by an earlier leader reports that slot's time at once,
+// before it runs anything (a daily job would otherwise have no series for up
+// to a day after every failover).
+func TestLastSuccessFromLedgerWhenLeadershipStarts(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
+		p := newProbe()
+		h := newHarness(t, db, p, "0 0 0 * * *", time.UTC, minute(12, 0), nil)
+		done := minute(0, 0) // today's slot, run by an earlier leader; the next is tomorrow
+		seed(t, db, p.Name(), done.Add(-24*time.Hour))
+		seed(t, db, p.Name(), done)
+		_, stop := h.lead(t)
+		awaitWaiting(t, h.clock)
+		if got := testutil.ToFloat64(h.m.LastSuccess.WithLabelValues(p.Name())); got != float64(done.Unix()) {
+			t.Errorf("last success = %v, want %d (%s, from the ledger)", got, done.Unix(), done)
+		}
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(p.started); n != 0 {
+			t.Fatalf("the leader ran %d slots: the gauge must come from the ledger, not from a run", n)
+		}
+	})
+}
+
+// TestSlotsCountEachSlotOnce: leasecron_job_runs_total counts attempts, and
+// leasecron_job_slots_total counts each slot once by how it ended, so a slot
+// that a retry fixed is no failure there, and one that failed for good is
+// exactly one.
+func TestSlotsCountEachSlotOnce(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
+		p := newProbe()
+		var calls atomic.Int32
+		p.do = func(context.Context, time.Time) error {
+			if calls.Add(1) < 3 {
+				return errors.New("transient")
+			}
+			return nil
+		}
+		m := metrics.New(prometheus.NewRegistry())
+		s, err := New(db, "manual", Options{
+			Jobs: Registry{"probe": p}, Schedules: map[string]*Schedule{"probe": mustSchedule(t, "@daily", time.UTC)},
+			Log: quietLog(), RetryBase: time.Millisecond, RetryMax: 2 * time.Millisecond, Metrics: m,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		fixed, broken := minute(0, 0), minute(0, 0).Add(24*time.Hour)
+		if out, err := s.RunSlot(ctx, Fence{}, "probe", fixed, time.Now().Add(time.Minute)); err != nil || out != Succeeded {
+			t.Fatalf("RunSlot = %v, %v; want Succeeded after retries", out, err)
+		}
+		p.do = func(context.Context, time.Time) error { return errors.New("permanent") }
+		if out, err := s.RunSlot(ctx, Fence{}, "probe", broken, time.Now().Add(20*time.Millisecond)); err != nil || out != Failed {
+			t.Fatalf("RunSlot = %v, %v; want Failed", out, err)
+		}
+		if out, err := s.RunSlot(ctx, Fence{}, "probe", fixed, time.Now().Add(time.Minute)); err != nil || out != Skipped {
+			t.Fatalf("RunSlot = %v, %v; want Skipped", out, err)
+		}
+
+		rs := runs(t, db, "probe")
+		if len(rs) != 2 || rs[0].Status != model.StatusSucceeded || rs[1].Status != model.StatusFailed || rs[1].Attempts < 2 {
+			t.Fatalf("ledger = %+v, want the first slot succeeded and the second failed after several attempts", rs)
+		}
+		failedAttempts := float64(rs[0].Attempts - 1 + rs[1].Attempts)
+		for _, c := range []struct {
+			name string
+			got  prometheus.Collector
+			want float64
+		}{
+			{"attempts failed", m.Runs.WithLabelValues("probe", metrics.ResultFailed), failedAttempts},
+			{"attempts succeeded", m.Runs.WithLabelValues("probe", metrics.ResultSucceeded), 1},
+			{"slots failed", m.Slots.WithLabelValues("probe", metrics.ResultFailed), 1},
+			{"slots succeeded", m.Slots.WithLabelValues("probe", metrics.ResultSucceeded), 1},
+			{"slots skipped", m.Slots.WithLabelValues("probe", metrics.ResultSkipped), 1},
+		} {
+			if got := testutil.ToFloat64(c.got); got != c.want {
+				t.Errorf("%s = %v, want %v", c.name, got, c.want)
+			}
+		}
+	})
+}

@@ -1,0 +1,87 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/leasecron/leasecron/internal/testenv/kube"
+)
+
+// renderChart runs helm template on the chart with values and returns the
+// rendered objects.
+func renderChart(t *testing.T, values map[string]any) []map[string]any {
+	t.Helper()
+	helm, err := kube.ToolPath("helm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(t.TempDir(), "values.json")
+	b, err := json.Marshal(values)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(f, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(helm, "template", "x", chartDir(), "-n", "jobs", "-f", f)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, stderr.String())
+	}
+	var objs []map[string]any
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
+	for {
+		var o map[string]any
+		if err := dec.Decode(&o); errors.Is(err, io.EOF) {
+			return objs
+		} else if err != nil {
+			t.Fatalf("parse the rendered chart: %v\n%s", err, out)
+		}
+		if o != nil {
+			objs = append(objs, o)
+		}
+	}
+}
+
+// renderedOne converts the one rendered object of kind into into, refusing
+// fields its API type does not have.
+func renderedOne(t *testing.T, objs []map[string]any, kind string, into any) {
+	t.Helper()
+	var found []map[string]any
+	for _, o := range objs {
+		if o["kind"] == kind {
+			found = append(found, o)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("the chart rendered %d objects of kind %s, want 1", len(found), kind)
+	}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(found[0], into, true); err != nil {
+		t.Fatalf("rendered %s: %v", kind, err)
+	}
+}
+
+// TestChartPDBLetsDrainEvictUnreadyPods: while the database is down every
+// replica is unready, and a PodDisruptionBudget with the default
+// unhealthyPodEvictionPolicy would refuse every eviction, hanging
+// `kubectl drain` for the whole outage; the chart's allows evicting them.
+func TestChartPDBLetsDrainEvictUnreadyPods(t *testing.T) {
+	objs := renderChart(t, map[string]any{"database": map[string]any{"dsn": "mysql://u:p@db:3306/app"}})
+	var pdb policyv1.PodDisruptionBudget
+	renderedOne(t, objs, "PodDisruptionBudget", &pdb)
+	if p := pdb.Spec.UnhealthyPodEvictionPolicy; p == nil || *p != policyv1.AlwaysAllow {
+		t.Fatalf("PodDisruptionBudget unhealthyPodEvictionPolicy = %v, want %s", p, policyv1.AlwaysAllow)
+	}
+}
