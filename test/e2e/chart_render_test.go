@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -84,4 +85,23 @@ func TestChartPDBLetsDrainEvictUnreadyPods(t *testing.T) {
 	if p := pdb.Spec.UnhealthyPodEvictionPolicy; p == nil || *p != policyv1.AlwaysAllow {
 		t.Fatalf("PodDisruptionBudget unhealthyPodEvictionPolicy = %v, want %s", p, policyv1.AlwaysAllow)
 	}
+}
+
+// TestChartDatabaseLostTimeout: the value reaches the controller as
+// LEASECRON_DATABASE_LOST_TIMEOUT (--database-lost-timeout).
+func TestChartDatabaseLostTimeout(t *testing.T) {
+	objs := renderChart(t, map[string]any{"database": map[string]any{"dsn": "mysql://u:p@db:3306/app"}, "databaseLostTimeout": "90s"})
+	var dep appsv1.Deployment
+	renderedOne(t, objs, "Deployment", &dep)
+	for _, c := range dep.Spec.Template.Spec.Containers {
+		for _, e := range c.Env {
+			if e.Name == "LEASECRON_DATABASE_LOST_TIMEOUT" {
+				if e.Value != "90s" {
+					t.Fatalf("LEASECRON_DATABASE_LOST_TIMEOUT = %q, want 90s", e.Value)
+				}
+				return
+			}
+		}
+	}
+	t.Fatal("the Deployment does not set LEASECRON_DATABASE_LOST_TIMEOUT")
 }
