@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -182,6 +183,20 @@ func (f *FileLock) held(fl *flock.Flock) error {
 		return fmt.Errorf("lock file %s cannot be checked while held (another process may lead now): %w", f.path, err)
 	}
 	return nil
+}
+
+// isUNC reports whether a Windows volume name (filepath.VolumeName) is a
+// network share: \\server\share or \\?\UNC\server\share, but not a
+// device path such as \\?\C: or \\.\C:. It is here, not in
+// filelock_windows.go, so that its test runs on every platform.
+func isUNC(vol string) bool {
+	switch {
+	case strings.HasPrefix(strings.ToUpper(vol), `\\?\UNC\`):
+		return true
+	case strings.HasPrefix(vol, `\\?\`), strings.HasPrefix(vol, `\\.\`):
+		return false
+	}
+	return strings.HasPrefix(vol, `\\`)
 }
 
 func (f *FileLock) unlock(fl *flock.Flock) {

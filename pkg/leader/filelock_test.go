@@ -201,3 +201,19 @@ func TestFileLockRemovedOrReplacedWhileHeld(t *testing.T) {
 		})
 	}
 }
+
+func TestIsUNC(t *testing.T) {
+	for vol, want := range map[string]bool{
+		`\\server\share`:       true,
+		`\\?\UNC\server\share`: true,
+		`\\?\unc\server\share`: true,
+		`C:`:                   false,
+		`\\?\C:`:               false,
+		`\\.\C:`:               false,
+		``:                     false,
+	} {
+		if got := isUNC(vol); got != want {
+			t.Errorf("isUNC(%q) = %v, want %v", vol, got, want)
+		}
+	}
+}

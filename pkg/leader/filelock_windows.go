@@ -2,7 +2,6 @@ package leader
 
 import (
 	"path/filepath"
-	"strings"
 
 	"golang.org/x/sys/windows"
 )
@@ -21,8 +20,7 @@ func networkFS(dir string) (string, bool) {
 		return "", false
 	}
 	vol := filepath.VolumeName(abs)
-	if strings.HasPrefix(vol, `\\`) && !strings.HasPrefix(vol, `\\?\`) && !strings.HasPrefix(vol, `\\.\`) ||
-		strings.HasPrefix(strings.ToUpper(vol), `\\?\UNC\`) {
+	if isUNC(vol) {
 		return "UNC path " + vol, true
 	}
 	root, err := windows.UTF16PtrFromString(vol + `\`)
