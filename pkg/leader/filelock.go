@@ -138,6 +138,11 @@ func (f *FileLock) Run(ctx context.Context, lead func(context.Context) error) er
 		}
 		f.log.Warn("locked a lock file that is no longer at its path: trying again", "lock_file", f.path, "err", err)
 		f.unlock(fl)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(f.poll):
+		}
 	}
 	defer f.unlock(fl)
 	f.log.Info("acquired the file lock: leading", "lock_file", f.path)
