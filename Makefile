@@ -8,7 +8,7 @@ LDFLAGS := -s -w -X github.com/leasecron/leasecron/internal/version.Version=$(VE
 # Test packages share two cores and start real servers; keep them from piling up.
 TESTFLAGS ?= -count=1 -p 2 -timeout 30m
 
-.PHONY: help build run test e2e test-deps tools fuzz bench lint clean
+.PHONY: help build run test e2e test-deps tools fuzz bench lint cross clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ lint: ## go vet and gofmt
 	$(GO) vet ./...
 	$(GO) vet -tags bench ./test/bench/
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+cross: ## build and go vet the shipped code for macOS and Windows, amd64 and arm64 (the test harness is Linux-only)
+	@GO=$(GO) hack/cross.sh
 
 clean: ## remove build output and the local database
 	rm -rf bin leasecron.db leasecron.db-shm leasecron.db-wal leasecron.lock

@@ -7,10 +7,14 @@
 //     replicas on any node compete, a holder that stops renewing loses the
 //     lease after LeaseDuration, and a holder that shuts down releases it so
 //     a follower takes over at once.
-//   - FileLock uses an exclusive flock(2) on a file. It guards one host only:
-//     processes on other machines (or with another lock file) do not see it.
-//     The kernel drops the lock when the holder's process ends, however it
-//     ends, and a waiting process takes over within milliseconds.
+//   - FileLock uses an exclusive lock on a file (flock(2) on Linux and
+//     macOS, LockFileEx on Windows). It guards one host only: processes on
+//     other machines (or with another lock file) do not see it. The kernel
+//     drops the lock when the holder's process ends, however it ends, and a
+//     waiting process takes over within milliseconds. A lock file removed or
+//     replaced while held lets a standby lock a new file at once, so the
+//     holder checks every DefaultLockCheck (1s) that it still holds the file
+//     at the path, and gives up leadership when it does not.
 //
 // # The Lease election
 //
@@ -75,7 +79,8 @@ import (
 )
 
 // ErrLeadershipLost is returned by Run when this process stopped leading
-// without being asked to: the lease could not be renewed in time.
+// without being asked to: the lease could not be renewed in time, or the
+// lock file was removed or replaced while held.
 var ErrLeadershipLost = errors.New("leadership lost")
 
 // Elector elects a leader.
