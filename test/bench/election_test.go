@@ -465,13 +465,14 @@ type faults struct {
 
 func (f *faults) setDown(down bool) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.down = down
+	var cut map[io.Closer]bool
 	if down {
-		for s := range f.streams {
-			s.Close()
-		}
-		f.streams = nil
+		cut, f.streams = f.streams, nil
+	}
+	f.mu.Unlock()
+	for s := range cut { // outside f.mu: Close untracks
+		s.Close()
 	}
 }
 
