@@ -292,7 +292,7 @@ func benchElection(t *testing.T, r *report) {
 		"(unless the fault says otherwise). Overlap: the longest time both believed they led (the safety property: "+
 		"`make test` runs the same matrix with a 2 s lease and fails if leasecron's is longer than client-go's, or if "+
 		"leasecron's follower never takes over where client-go's does). Takeover: from the shutdown (or the event named) "+
-		"to the follower leading. Requests: the follower's, over the window (a watch counts once).\n",
+		"to the follower leading. Requests: the follower's, over the window (a watch counts once). One trial per cell.\n",
 		tm.lease, tm.renew, tm.retry, tm.window)
 	for _, c := range cases {
 		fmt.Fprintf(&b, "\n- %s: %s", c.name, c.what)
