@@ -630,7 +630,8 @@ func TestElectionSideBySide(t *testing.T) {
 // checkElection asserts what both the fast and the bench run hold to: for
 // every fault, leasecron never had two leaders for longer than client-go's
 // elector, and its follower took over wherever client-go's did; and a watch
-// that closes at once does not turn into a flood of requests.
+// that closes at once does not turn into a flood of requests (over ten
+// times client-go's poll; a loop of watches is thousands of times it).
 func checkElection(t *testing.T, results map[string]map[string]*electionResult, cases []faultCase) {
 	t.Helper()
 	for _, c := range cases {
@@ -642,7 +643,7 @@ func checkElection(t *testing.T, results map[string]map[string]*electionResult, 
 			t.Errorf("%s: client-go's follower took over (after %s), leasecron's never did", c.name, cg.takeover)
 		}
 	}
-	if lc, cg := results["watch closes at once"]["leasecron"], results["watch closes at once"]["client-go"]; lc.perMinute > 5*cg.perMinute {
+	if lc, cg := results["watch closes at once"]["leasecron"], results["watch closes at once"]["client-go"]; lc.perMinute > 10*cg.perMinute {
 		t.Errorf("watch closes at once: leasecron's follower sent %.0f requests/min, client-go's %.0f", lc.perMinute, cg.perMinute)
 	}
 }
