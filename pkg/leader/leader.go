@@ -21,10 +21,18 @@
 // Lease follows client-go's leader election rule for rule (tools/
 // leaderelection with a LeaseLock and ReleaseOnCancel): the same record in
 // the Lease, the same defaults and invariants (15s/10s/2s), expiry judged by
-// the follower's own clock from the moment it last saw the Lease change, a
-// leader that gives up after RenewDeadline without a renewal, and a release
-// that writes an empty holder. So leasecron and client-go's own elector can
-// hand one Lease back and forth (the integration test does, both ways).
+// the follower's own clock from the moment it last saw the Lease change (the
+// moment a read returned, not when it was sent, so a slow GET cannot age a
+// fresh renewal), a leader that gives up after RenewDeadline without a
+// renewal, and a release that writes an empty holder. A release refused by a
+// conflict (something else wrote the Lease) is read again and retried, a
+// few times within RenewDeadline, while the Lease still names this process
+// (client-go retries a conflicting release too). So leasecron and client-go's own elector can hand one
+// Lease back and forth (the integration test does, both ways), and
+// test/bench runs the two side by side under the same faults (a slow GET, a
+// silent or instantly closing watch, a refused release, an outage, another
+// writer) and checks that leasecron never has two leaders for longer than
+// client-go does.
 //
 // It is written here rather than used from client-go for two reasons.
 // client-go's elector polls: a follower notices a released Lease only at its
@@ -43,11 +51,16 @@
 // change. While the watch is connected the follower's reads are answered from
 // the watched object instead of a GET. The object carries its
 // resourceVersion, so an Update based on a stale copy fails with a conflict:
-// a stale view can delay a takeover, not make a wrong one. A follower's API
-// traffic is then one long watch request. When the watch cannot be
-// established (RBAC without list/watch, an old server, an outage) the
-// follower logs one warning, polls every RetryPeriod with client-go's jitter
-// and retries the watch with a capped backoff. The leader neither watches nor
+// a stale view can delay a takeover, not make a wrong one. After such a
+// conflict the follower reads with a GET at once, and goes on reading with
+// GETs until the watch shows a change, so a watch that stays open but says
+// nothing costs a poll, not the takeover. A follower's API traffic is then
+// one long watch request. When the watch cannot be established (RBAC without
+// list/watch, an old server, an outage), or ends before any event or
+// bookmark (a proxy that closes it at once), the follower polls every
+// RetryPeriod with client-go's jitter and retries the watch after a backoff
+// that starts at RetryPeriod and doubles up to 5 minutes; only an event or a
+// bookmark resets it. It logs one warning. The leader neither watches nor
 // reads from the watch: it renews with an Update every RetryPeriod.
 //
 // An acquiring Create or Update is never cancelled, not even by shutdown:

@@ -190,7 +190,8 @@ type election struct {
 	observed   coordinationv1.LeaseSpec // the last spec seen ...
 	observedAt time.Time                // ... and when it was first seen, by this process's clock
 	watched    *coordinationv1.Lease    // the follower's view from the watch; nil: no such Lease
-	watching   bool                     // the watch is connected: reads are answered from watched
+	watching   bool                     // the watch is connected: reads are answered from watched ...
+	watchStale bool                     // ... unless a write based on it met a newer Lease: then by GET until the watch shows a change
 	expiry     *time.Timer              // wakes the follower when the watched Lease expires
 	denied     map[string]bool          // verbs whose 403 was logged
 	deniedAt   time.Time                // first of an unbroken run of 403s; zero: none
@@ -254,17 +255,21 @@ func (e *election) follow(ctx context.Context) (bool, error) {
 // tryAcquireOrRenew does: create it if absent; take it if it is released
 // (no holder), expired (unchanged for its duration, as this process saw it)
 // or already names this process (a restarted container of the same Pod).
+//
+// What it read is dated when the read returned, as client-go dates its
+// observedTime after its Get: a slow GET that brings a fresh renewal must
+// not make that renewal look older than it is.
 func (e *election) tryAcquire(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.RenewDeadline)
 	defer cancel()
+	cur, fromWatch, err := e.get(ctx)
 	now := time.Now()
-	cur, err := e.get(ctx)
 	if apierrors.IsNotFound(err) {
 		created, err := e.cfg.Client.Create(ctx, &coordinationv1.Lease{
 			ObjectMeta: metav1.ObjectMeta{Name: e.cfg.Name, Namespace: e.cfg.Namespace},
 			Spec:       e.acquireSpec(nil, now),
 		}, metav1.CreateOptions{})
-		return e.acquired("create", created, err, now)
+		return e.acquired("create", created, err, fromWatch)
 	}
 	if err != nil {
 		e.failed("get", err)
@@ -280,25 +285,25 @@ func (e *election) tryAcquire(ctx context.Context) bool {
 	next := cur.DeepCopy()
 	next.Spec = e.acquireSpec(cur, now)
 	updated, err := e.cfg.Client.Update(ctx, next, metav1.UpdateOptions{})
-	return e.acquired("update", updated, err, now)
+	return e.acquired("update", updated, err, fromWatch)
 }
 
-// get reads the Lease: from the watch while it is connected, else from the
-// API server.
-func (e *election) get(ctx context.Context) (*coordinationv1.Lease, error) {
+// get reads the Lease: from the watch while it is connected and trusted
+// (fromWatch), else from the API server.
+func (e *election) get(ctx context.Context) (l *coordinationv1.Lease, fromWatch bool, err error) {
 	e.mu.Lock()
-	if e.watching {
+	if e.watching && !e.watchStale {
 		w := e.watched
 		e.mu.Unlock()
 		if w == nil {
-			return nil, apierrors.NewNotFound(coordinationv1.Resource("leases"), e.cfg.Name)
+			return nil, true, apierrors.NewNotFound(coordinationv1.Resource("leases"), e.cfg.Name)
 		}
-		return w.DeepCopy(), nil
+		return w.DeepCopy(), true, nil
 	}
 	e.mu.Unlock()
-	l, err := e.cfg.Client.Get(ctx, e.cfg.Name, metav1.GetOptions{})
+	l, err = e.cfg.Client.Get(ctx, e.cfg.Name, metav1.GetOptions{})
 	e.observeErr("get", err)
-	return l, err
+	return l, false, err
 }
 
 // acquireSpec is the spec of a Lease this process takes over from old (nil:
@@ -323,16 +328,26 @@ func (e *election) acquireSpec(old *coordinationv1.Lease, now time.Time) coordin
 	return spec
 }
 
-// acquired records the outcome of an acquiring Create or Update.
-func (e *election) acquired(verb string, l *coordinationv1.Lease, err error, now time.Time) bool {
+// acquired records the outcome of an acquiring Create or Update. A write
+// based on the watched copy that meets a newer Lease (409 Conflict, or
+// AlreadyExists on create) shows the watch is behind, or silent while it
+// stays open: reads go to the API server from then on, until the watch
+// delivers a change, and the follower tries again at once on a fresh copy.
+func (e *election) acquired(verb string, l *coordinationv1.Lease, err error, fromWatch bool) bool {
 	e.observeErr(verb, err)
 	if err != nil {
 		e.failed(verb, err)
+		if fromWatch && (apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)) {
+			e.mu.Lock()
+			e.watchStale = true
+			e.mu.Unlock()
+			e.poke()
+		}
 		return false
 	}
 	e.mu.Lock()
 	e.lease = l
-	e.observeLocked(l, now)
+	e.observeLocked(l, time.Now())
 	e.mu.Unlock()
 	return true
 }
@@ -465,23 +480,75 @@ func (e *election) renew() string {
 }
 
 // release gives up the Lease the way client-go's ReleaseOnCancel does: no
-// holder, a duration of one second, renewed now.
+// holder, a duration of one second, renewed now. A refused write (409
+// Conflict: something else wrote the Lease since the last renewal; or any
+// other error) is tried again on a fresh copy read with a GET, at most
+// releaseAttempts times within RenewDeadline, and only while that copy still
+// names this process: a follower then takes over at once instead of a lease
+// duration later.
 func (e *election) release() {
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RenewDeadline)
 	defer cancel()
 	e.mu.Lock()
-	next := e.lease.DeepCopy()
+	cur := e.lease.DeepCopy()
 	e.mu.Unlock()
-	none, one, t := "", int32(1), metav1.NewMicroTime(time.Now())
-	next.Spec.HolderIdentity, next.Spec.LeaseDurationSeconds, next.Spec.AcquireTime, next.Spec.RenewTime = &none, &one, &t, &t
-	_, err := e.cfg.Client.Update(ctx, next, metav1.UpdateOptions{})
-	e.observeErr("update", err)
+	err := e.releaseFrom(ctx, cur)
 	e.event("stopped leading")
-	if err != nil {
+	switch {
+	case errors.Is(err, errNotOurs):
+		e.log.Info("not releasing the lease: " + err.Error())
+	case err != nil:
 		e.log.Warn("could not release the lease: a follower takes over once it expires", "lease_duration", e.cfg.LeaseDuration, "err", err)
-		return
+	default:
+		e.log.Info("released the lease")
 	}
-	e.log.Info("released the lease")
+}
+
+// releaseAttempts bounds the writes of one release.
+const releaseAttempts = 3
+
+// errNotOurs ends a release that found the Lease held by another process.
+var errNotOurs = errors.New("another process holds it now")
+
+// releaseFrom writes the release on cur, re-reading and retrying as release
+// describes.
+func (e *election) releaseFrom(ctx context.Context, cur *coordinationv1.Lease) error {
+	for attempt := 1; ; attempt++ {
+		next := cur.DeepCopy()
+		none, one, t := "", int32(1), metav1.NewMicroTime(time.Now())
+		next.Spec.HolderIdentity, next.Spec.LeaseDurationSeconds, next.Spec.AcquireTime, next.Spec.RenewTime = &none, &one, &t, &t
+		_, err := e.cfg.Client.Update(ctx, next, metav1.UpdateOptions{})
+		e.observeErr("update", err)
+		if err == nil || apierrors.IsNotFound(err) {
+			return err
+		}
+		if attempt == releaseAttempts {
+			return fmt.Errorf("release, %d attempts: %w", attempt, err)
+		}
+		if !apierrors.IsConflict(err) {
+			// Not a newer Lease but a failed request: pause before the
+			// next attempt, within the deadline.
+			t := time.NewTimer(e.cfg.RetryPeriod / 2)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return fmt.Errorf("release: %w", err)
+			case <-t.C:
+			}
+		}
+		fresh, gerr := e.cfg.Client.Get(ctx, e.cfg.Name, metav1.GetOptions{})
+		e.observeErr("get", gerr)
+		if gerr != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("release: %w (then: %w)", err, gerr)
+			}
+			continue // try again on the copy we have
+		}
+		if h := holderOf(fresh); h != e.cfg.Identity {
+			return fmt.Errorf("%w (holder %q)", errNotOurs, h)
+		}
+		cur = fresh
+	}
 }
 
 // event records a leadership change as an Event, in the background; Run

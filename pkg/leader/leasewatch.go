@@ -29,6 +29,12 @@ var errWatchClosed = errors.New("watch closed")
 // resourceVersion when the server ends the watch, listed again when the
 // resourceVersion is too old. It returns when ctx ends (this process leads or
 // Run returns). While the watch is down the elector polls the API server.
+//
+// A failed list or watch, and a watch that ends without delivering an event
+// or a bookmark, are retried after a backoff that starts at RetryPeriod and
+// doubles up to maxWatchBackoff; only an event or a bookmark resets it. So a
+// server (or proxy) that closes every watch at once sees one list and one
+// watch per backoff, not a loop of them.
 func (e *election) watchLease(ctx context.Context) {
 	retry := e.cfg.RetryPeriod
 	sel := fields.OneTermEqualSelector("metadata.name", e.cfg.Name).String()
@@ -41,8 +47,7 @@ func (e *election) watchLease(ctx context.Context) {
 				e.log.Info("watching the Lease again: followers take over a released Lease at once")
 			}
 			e.log.Debug("watching the Lease for a release")
-			backoff = retry
-		})
+		}, func() { backoff = retry })
 		e.setWatching(false)
 		if ctx.Err() != nil {
 			return
@@ -69,9 +74,14 @@ func (e *election) watchLease(ctx context.Context) {
 	}
 }
 
-// listAndWatch lists the Lease and watches it until the watch fails or ctx
-// ends; connected is called each time a watch is established.
-func (e *election) listAndWatch(ctx context.Context, sel string, connected func()) error {
+// errWatchEmpty ends a watch that closed before any event or bookmark.
+var errWatchEmpty = errors.New("the watch closed before any event or bookmark")
+
+// listAndWatch lists the Lease and watches it until the watch fails, closes
+// without an event or a bookmark (errWatchEmpty), or ctx ends; connected is
+// called each time a watch is established, progressed on each event or
+// bookmark.
+func (e *election) listAndWatch(ctx context.Context, sel string, connected, progressed func()) error {
 	list, err := e.cfg.Client.List(ctx, metav1.ListOptions{FieldSelector: sel})
 	if err != nil {
 		return fmt.Errorf("list: %w", err)
@@ -95,19 +105,23 @@ func (e *election) listAndWatch(ctx context.Context, sel string, connected func(
 		}
 		e.setWatched(cur, true)
 		connected()
-		err = e.consume(ctx, w, &cur, &rv)
+		events := 0
+		err = e.consume(ctx, w, &cur, &rv, func() { events++; progressed() })
 		w.Stop()
 		if !errors.Is(err, errWatchClosed) {
 			return err
 		}
 		e.setWatching(false)
+		if events == 0 {
+			return errWatchEmpty
+		}
 	}
 }
 
 // consume applies w's events to cur and rv until w closes (errWatchClosed),
 // the server reports an error (for example 410 Gone: list again), or ctx
-// ends (nil).
-func (e *election) consume(ctx context.Context, w watch.Interface, cur **coordinationv1.Lease, rv *string) error {
+// ends (nil); progressed is called on each event or bookmark.
+func (e *election) consume(ctx context.Context, w watch.Interface, cur **coordinationv1.Lease, rv *string, progressed func()) error {
 	for {
 		select {
 		case <-ctx.Done():
@@ -120,6 +134,7 @@ func (e *election) consume(ctx context.Context, w watch.Interface, cur **coordin
 			case watch.Error:
 				return fmt.Errorf("watch: %w", apierrors.FromObject(ev.Object))
 			case watch.Bookmark:
+				progressed()
 				if m, err := metav1ObjectRV(ev.Object); err == nil && m != "" {
 					*rv = m
 				}
@@ -129,6 +144,7 @@ func (e *election) consume(ctx context.Context, w watch.Interface, cur **coordin
 			if !isLease || l.Name != e.cfg.Name {
 				continue
 			}
+			progressed()
 			if l.ResourceVersion != "" {
 				*rv = l.ResourceVersion
 			}
@@ -173,6 +189,9 @@ func (e *election) setWatched(l *coordinationv1.Lease, ok bool) {
 	e.mu.Lock()
 	changed := (l == nil) != (e.watched == nil) || (l != nil && l.ResourceVersion != e.watched.ResourceVersion)
 	e.watched, e.watching = l, ok
+	if ok && changed {
+		e.watchStale = false // the watch moved on: trust it again
+	}
 	if ok && l != nil {
 		e.observeLocked(l, now)
 	}

@@ -188,19 +188,6 @@ func (s series) cell() string {
 	return out
 }
 
-func round(d time.Duration) string {
-	switch {
-	case d >= 10*time.Second:
-		return d.Round(100 * time.Millisecond).String()
-	case d >= time.Second:
-		return d.Round(10 * time.Millisecond).String()
-	case d >= 10*time.Millisecond:
-		return d.Round(100 * time.Microsecond).String()
-	default:
-		return d.Round(10 * time.Microsecond).String()
-	}
-}
-
 // ratio says how many times faster a is than b, by median.
 func ratio(a, b series) string {
 	if len(a.samples) == 0 {
@@ -221,11 +208,7 @@ type report struct {
 func (r *report) add(title, intro string, header []string, rows [][]string) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## %s\n\n%s\n\n", title, intro)
-	b.WriteString("| " + strings.Join(header, " | ") + " |\n")
-	b.WriteString("|" + strings.Repeat("---|", len(header)) + "\n")
-	for _, row := range rows {
-		b.WriteString("| " + strings.Join(row, " | ") + " |\n")
-	}
+	b.WriteString(markdownTable(header, rows))
 	r.mu.Lock()
 	r.sections = append(r.sections, b.String())
 	r.mu.Unlock()
@@ -259,6 +242,7 @@ func TestBenchmarks(t *testing.T) {
 	t.Run("filelock", func(t *testing.T) { benchFileLock(t, r) })
 	t.Run("daily-stats", func(t *testing.T) { benchDailyStats(t, r) })
 	t.Run("lease", func(t *testing.T) { benchLease(t, r) })
+	t.Run("election", func(t *testing.T) { benchElection(t, r) })
 
 	var b strings.Builder
 	b.WriteString("# Benchmarks\n\n")

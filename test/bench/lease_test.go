@@ -275,3 +275,27 @@ func status(t *testing.T, p *proc, field string) int64 {
 	t.Fatalf("no %s for %s", field, p.name)
 	return 0
 }
+
+// benchElection runs the side-by-side fault matrix of election_test.go with
+// client-go's default timings and adds its table to the report.
+func benchElection(t *testing.T, r *report) {
+	cp := kube.Start(t, kube.Options{})
+	tm := electionTimings{lease: leaseDuration, renew: 10 * time.Second, retry: 2 * time.Second, window: 30 * time.Second}
+	results, cases := runElectionMatrix(t, cp, tm)
+	checkElection(t, results, cases)
+	header, rows := electionTable(results, cases)
+	var b strings.Builder
+	fmt.Fprintf(&b, "client-go's own `LeaderElector` (tools/leaderelection, LeaseLock, ReleaseOnCancel) and leasecron's Lease elector, "+
+		"in one process each pair, on a real kube-apiserver, each behind the same fault-injecting RoundTripper "+
+		"(`rest.Config.WrapTransport`), with client-go's default timings (%s/%s/%s). For each fault a leader and a follower "+
+		"of one kind share a Lease; the faults act for %s on a leader that stays alive, then the leader shuts down "+
+		"(unless the fault says otherwise). Overlap: the longest time both believed they led (the safety property: "+
+		"`make test` runs the same matrix with a 2 s lease and fails if leasecron's is longer than client-go's, or if "+
+		"leasecron's follower never takes over where client-go's does). Takeover: from the shutdown (or the event named) "+
+		"to the follower leading. Requests: the follower's, over the window (a watch counts once). One trial per cell.\n",
+		tm.lease, tm.renew, tm.retry, tm.window)
+	for _, c := range cases {
+		fmt.Fprintf(&b, "\n- %s: %s", c.name, c.what)
+	}
+	r.add("Election under faults (Lease, side by side with client-go)", b.String(), header, rows)
+}
