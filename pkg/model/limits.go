@@ -37,7 +37,8 @@ type SessionLimits struct {
 	Statement time.Duration
 }
 
-func (l SessionLimits) zero() bool { return l == SessionLimits{} }
+// IsZero reports whether l sets no limit.
+func (l SessionLimits) IsZero() bool { return l == SessionLimits{} }
 
 // postgresWithLimits adds the limits to a PostgreSQL URL as run-time
 // parameters, which pgx sends in the startup message.

@@ -34,7 +34,7 @@ type OpenOptions struct {
 // OpenWith is Open with session limits.
 func OpenWith(ctx context.Context, dsn DSN, o OpenOptions) (*gorm.DB, error) {
 	db, err := openPool(ctx, dsn, o)
-	if err != nil || dsn.Dialect != MySQL || o.Limits.zero() {
+	if err != nil || dsn.Dialect != MySQL || o.Limits.IsZero() {
 		return db, err
 	}
 	// MariaDB and MySQL name the limits differently: ask, then reopen the
@@ -74,7 +74,7 @@ func openPool(ctx context.Context, dsn DSN, o OpenOptions) (*gorm.DB, error) {
 		dialector = mysql.Open(dsn.driver)
 	case Postgres:
 		driver := dsn.driver
-		if !o.Limits.zero() {
+		if !o.Limits.IsZero() {
 			var err error
 			if driver, err = postgresWithLimits(driver, o.Limits); err != nil {
 				return nil, err

@@ -241,6 +241,7 @@ func TestBenchmarks(t *testing.T) {
 	started := time.Now()
 	t.Run("filelock", func(t *testing.T) { benchFileLock(t, r) })
 	t.Run("daily-stats", func(t *testing.T) { benchDailyStats(t, r) })
+	t.Run("cutoff", func(t *testing.T) { benchCutOff(t, r) })
 	t.Run("lease", func(t *testing.T) { benchLease(t, r) })
 	t.Run("election", func(t *testing.T) { benchElection(t, r) })
 
