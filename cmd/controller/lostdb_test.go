@@ -1,11 +1,16 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/leasecron/leasecron/internal/testenv"
+	"github.com/leasecron/leasecron/pkg/model"
 )
 
 // A leader that loses its database must not keep the lock forever while a
@@ -43,4 +48,38 @@ func TestLeaderWithoutDatabaseLetsGo(t *testing.T) {
 	took := e.at.Sub(cutAt)
 	t.Logf("the process with a database leads %s after the leader lost its own (--database-lost-timeout %s)", took.Round(time.Millisecond), lost)
 	f.await(30*time.Second, "a slot of the new leader", func(e event) bool { return e.msg == "slot succeeded" && e.proc == "direct" })
+}
+
+// A ledger that cannot be read when leadership starts ends the process with
+// exit 1 and a line that says why, not with a silent exit 0.
+func TestUnreadableLedgerExits1(t *testing.T) {
+	dir := t.TempDir()
+	dsn := "sqlite://" + filepath.Join(dir, "leasecron.db")
+	if out, err := exec.Command(binary, "migrate", "--database-dsn", dsn, "--log-level", "error").CombinedOutput(); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	parsed, err := model.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := model.Open(context.Background(), parsed, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Exec("INSERT INTO job_runs (job, slot, status, holder, fence, attempts) VALUES ('daily-stats', 'not a time', 'succeeded', 'x', 1, 1)").Error
+	_ = model.Close(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFleet(t)
+	p := f.start("p1", "run", "--mode", "filelock", "--lock-file", filepath.Join(dir, "leasecron.lock"),
+		"--database-dsn", dsn, "--http-addr", "127.0.0.1:0", "--log-format", "json")
+	e := f.await(30*time.Second, "the exit line", func(e event) bool { return e.msg == "exiting" })
+	if why := fmt.Sprint(e.attrs["err"]); !strings.Contains(why, "daily-stats cannot start") {
+		t.Errorf("exit line says %q, want why daily-stats cannot start", why)
+	}
+	<-p.done
+	if code := p.cmd.ProcessState.ExitCode(); code != 1 {
+		t.Fatalf("exit code %d, want 1", code)
+	}
 }
