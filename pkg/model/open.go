@@ -2,6 +2,7 @@ package model
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"log/slog"
 	"time"
@@ -71,7 +72,7 @@ func openPool(ctx context.Context, dsn DSN, o OpenOptions) (*gorm.DB, error) {
 	case SQLite:
 		dialector = sqlite.Open(dsn.driver)
 	case MySQL:
-		dialector = mysql.Open(dsn.driver)
+		dialector = nil // connect dials first: see there
 	case Postgres:
 		driver := dsn.driver
 		if !o.Limits.IsZero() {
@@ -88,7 +89,7 @@ func openPool(ctx context.Context, dsn DSN, o OpenOptions) (*gorm.DB, error) {
 	deadline := start.Add(o.Wait)
 	backoff := 250 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		db, err := connect(ctx, dialector)
+		db, err := connect(ctx, dsn, dialector)
 		if err == nil {
 			return db, nil
 		}
@@ -109,9 +110,27 @@ func openPool(ctx context.Context, dsn DSN, o OpenOptions) (*gorm.DB, error) {
 	}
 }
 
-// connect opens a pool and checks that the server answers. Some dialects
-// query the server while opening, so both steps are retried together.
-func connect(ctx context.Context, dialector gorm.Dialector) (*gorm.DB, error) {
+// connect opens a pool and checks that the server answers within 5 s (and
+// ctx). Some dialects query the server while opening, so both steps are
+// retried together. gorm's MySQL dialect asks the server's version while it
+// opens, without a context, and a server that accepts the connection but
+// never answers (a partition) would hold it there for good: for MySQL the
+// pool is opened and pinged under ctx first, and gorm gets the connection
+// that answered (a nil dialector).
+func connect(ctx context.Context, dsn DSN, dialector gorm.Dialector) (*gorm.DB, error) {
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if dsn.Dialect == MySQL {
+		sqlDB, err := sql.Open("mysql", dsn.driver)
+		if err != nil {
+			return nil, err
+		}
+		if err := sqlDB.PingContext(pctx); err != nil {
+			_ = sqlDB.Close()
+			return nil, err
+		}
+		dialector = mysql.New(mysql.Config{Conn: sqlDB})
+	}
 	db, err := gorm.Open(dialector, &gorm.Config{
 		// leasecron logs failures itself, with the slot and job they belong to.
 		Logger:                 logger.Discard,
@@ -130,8 +149,6 @@ func connect(ctx context.Context, dialector gorm.Dialector) (*gorm.DB, error) {
 	}
 	sqlDB.SetConnMaxLifetime(5 * time.Minute)
 	sqlDB.SetMaxIdleConns(2)
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
 	if err := sqlDB.PingContext(pctx); err != nil {
 		_ = sqlDB.Close()
 		return nil, err
