@@ -24,6 +24,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -67,6 +68,7 @@ type fleet struct {
 	client   kubernetes.Interface
 	replicas int
 	args     []string
+	dsnOf    map[string]string // a replica's own --database-dsn, if it has one
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	mu       sync.Mutex
@@ -88,7 +90,11 @@ func (f *fleet) supervise(r *replica) {
 		r.mu.Lock()
 		r.runs++
 		name := fmt.Sprintf("%s#%d", r.id, r.runs)
-		cmd := exec.Command(binary, append(f.args, "--identity", r.id)...)
+		args := append(slices.Clone(f.args), "--identity", r.id)
+		if dsn, ok := f.dsnOf[r.id]; ok {
+			args = append(args, "--database-dsn", dsn) // the last one given counts
+		}
+		cmd := exec.Command(binary, args...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		stderr, err := cmd.StderrPipe()
 		if err == nil {
@@ -237,9 +243,10 @@ func TestChaos(t *testing.T) {
 	report(t, dsn, f, faults)
 }
 
-// startFleet starts n supervised replicas in lease mode on cp and dsn, with a
-// per-second schedule; everything is stopped in t.Cleanup.
-func startFleet(t *testing.T, cp *kube.ControlPlane, dsn string, n int) (*fleet, map[string]*replica) {
+// startFleet starts n supervised replicas (r1 … rn) in lease mode on cp and
+// dsn, with a per-second schedule; tune, if given, adjusts the fleet before
+// any replica starts. Everything is stopped in t.Cleanup.
+func startFleet(t *testing.T, cp *kube.ControlPlane, dsn string, n int, tune ...func(*fleet)) (*fleet, map[string]*replica) {
 	client, err := kubernetes.NewForConfig(cp.AdminConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -251,6 +258,9 @@ func startFleet(t *testing.T, cp *kube.ControlPlane, dsn string, n int) (*fleet,
 			"--schedule", "daily-stats=* * * * * *", "--timezone", "UTC", "--http-addr", "127.0.0.1:0",
 			"--log-format", "json", "--lease-duration", leaseDuration.String(), "--renew-deadline", renewDeadline.String(),
 			"--retry-period", "500ms", "--shutdown-grace-period", "2s"},
+	}
+	for _, fn := range tune {
+		fn(f)
 	}
 	rs := map[string]*replica{}
 	for i := 1; i <= n; i++ {
