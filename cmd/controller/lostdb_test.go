@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,9 +18,18 @@ import (
 // process that can reach the database waits: after --database-lost-timeout
 // it lets go (in filelock mode: releases the lock and waits), and the other
 // process leads and runs slots.
+//
+// Every line of both processes is JSON: the MySQL driver's own complaints
+// about the lost connections go through the controller's logger.
 func TestLeaderWithoutDatabaseLetsGo(t *testing.T) {
+	for _, d := range []string{"mysql", "postgres"} {
+		t.Run(d, func(t *testing.T) { leaderWithoutDatabaseLetsGo(t, d) })
+	}
+}
+
+func leaderWithoutDatabaseLetsGo(t *testing.T, dialect string) {
 	const lost = 2 * time.Second
-	direct := testenv.DSN(t, "postgres")
+	direct := testenv.DSN(t, dialect)
 	proxy, through := testenv.ProxyDSN(t, direct)
 	lock := filepath.Join(t.TempDir(), "leasecron.lock")
 	f := newFleet(t)
@@ -48,6 +58,15 @@ func TestLeaderWithoutDatabaseLetsGo(t *testing.T) {
 	took := e.at.Sub(cutAt)
 	t.Logf("the process with a database leads %s after the leader lost its own (--database-lost-timeout %s)", took.Round(time.Millisecond), lost)
 	f.await(30*time.Second, "a slot of the new leader", func(e event) bool { return e.msg == "slot succeeded" && e.proc == "direct" })
+	for _, p := range f.procs {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		<-p.done
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.notJSON) > 0 {
+		t.Errorf("lines that are not JSON:\n%s", strings.Join(f.notJSON, "\n"))
+	}
 }
 
 // A ledger that cannot be read when leadership starts ends the process with

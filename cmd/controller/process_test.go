@@ -49,6 +49,9 @@ type fleet struct {
 	mu     sync.Mutex
 	logs   bytes.Buffer
 	procs  map[string]*proc
+	// notJSON holds every line a process wrote that is not JSON (with
+	// --log-format json, every line must be).
+	notJSON []string
 }
 
 func newFleet(t *testing.T) *fleet {
@@ -91,6 +94,9 @@ func (f *fleet) start(name string, args ...string) *proc {
 			f.mu.Unlock()
 			var m map[string]any
 			if json.Unmarshal(line, &m) != nil {
+				f.mu.Lock()
+				f.notJSON = append(f.notJSON, name+": "+string(line))
+				f.mu.Unlock()
 				continue
 			}
 			msg, _ := m["msg"].(string)

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
@@ -177,8 +178,16 @@ func (o *logOptions) logger(w io.Writer) (*slog.Logger, error) {
 		return nil, usagef("--log-format %q is not valid: use json or text", o.format)
 	}
 	log := slog.New(h)
-	// klog is process-global by design; pointing it at our handler is the
-	// one global write leasecron makes, once, at start-up.
+	// klog and the MySQL driver's logger are process-global by design;
+	// pointing them at our handler are the global writes leasecron makes,
+	// once, at start-up, so that every line is in the chosen format.
 	klog.SetSlogLogger(log.With("source", "client-go"))
+	_ = mysql.SetLogger(driverLog{log.With("source", "mysql")}) // fails only for nil
 	return log, nil
 }
+
+// driverLog passes the MySQL driver's messages ("closing bad idle
+// connection: EOF") on as warnings.
+type driverLog struct{ log *slog.Logger }
+
+func (d driverLog) Print(v ...any) { d.log.Warn(strings.TrimSpace(fmt.Sprint(v...))) }
