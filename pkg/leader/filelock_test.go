@@ -13,17 +13,24 @@ import (
 	"time"
 )
 
-func TestFileLockOneLeaderThenHandover(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "leasecron.lock")
+// twoFileLocks returns two electors, a and b, on one new lock file.
+func twoFileLocks(t *testing.T) (path string, a, b *FileLock) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "leasecron.lock")
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	a, err := NewFileLock(path, "a", log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := NewFileLock(path, "b", log)
+	b, err = NewFileLock(path, "b", log)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return path, a, b
+}
+
+func TestFileLockOneLeaderThenHandover(t *testing.T) {
+	_, a, b := twoFileLocks(t)
 	leads := make(chan string, 2)
 	release := make(chan struct{})
 	run := func(e *FileLock) {
@@ -120,16 +127,7 @@ func TestFileLockRemovedOrReplacedWhileHeld(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "leasecron.lock")
-			log := slog.New(slog.NewTextHandler(io.Discard, nil))
-			a, err := NewFileLock(path, "a", log)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, err := NewFileLock(path, "b", log)
-			if err != nil {
-				t.Fatal(err)
-			}
+			path, a, b := twoFileLocks(t)
 			var leaders atomic.Int32
 			aLeads, aLost, aUnhealthy := make(chan struct{}), make(chan time.Time, 1), make(chan error, 1)
 			aDone := make(chan error, 1)

@@ -33,6 +33,8 @@ import (
 	"testing"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/leasecron/leasecron/internal/testenv"
 	"github.com/leasecron/leasecron/pkg/jobs"
 	"github.com/leasecron/leasecron/pkg/model"
@@ -362,11 +364,11 @@ func backfillTrial(t *testing.T, dialect string) time.Duration {
 	return took
 }
 
-// slotLatency runs n slots of daily-stats, one date each, through the
-// ledger under a real leadership term.
-func slotLatency(t *testing.T, dialect string, n int) series {
+// openMigrated opens and migrates the database of raw, closed in t.Cleanup.
+func openMigrated(t *testing.T, raw string) *gorm.DB {
+	t.Helper()
 	ctx := context.Background()
-	dsn, err := model.ParseDSN(testenv.DSN(t, dialect))
+	dsn, err := model.ParseDSN(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,10 +376,18 @@ func slotLatency(t *testing.T, dialect string, n int) series {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer model.Close(db)
+	t.Cleanup(func() { _ = model.Close(db) })
 	if err := model.Migrate(ctx, db); err != nil {
 		t.Fatal(err)
 	}
+	return db
+}
+
+// slotLatency runs n slots of daily-stats, one date each, through the
+// ledger under a real leadership term.
+func slotLatency(t *testing.T, dialect string, n int) series {
+	ctx := context.Background()
+	db := openMigrated(t, testenv.DSN(t, dialect))
 	job := &jobs.DailyStats{Location: time.UTC}
 	sched, err := jobs.ParseSchedule(job.DefaultSchedule(), time.UTC)
 	if err != nil {

@@ -86,18 +86,7 @@ func cutOffCell(s series) string {
 func cutOffTrial(t *testing.T, dialect string, oldLedger bool, limits model.SessionLimits) (term, other, same []time.Duration) {
 	ctx := context.Background()
 	direct := testenv.DSN(t, dialect)
-	ddsn, err := model.ParseDSN(direct)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := model.Open(ctx, ddsn, 30*time.Second, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer model.Close(db)
-	if err := model.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db := openMigrated(t, direct)
 	if err := db.Exec("CREATE TABLE counters (name VARCHAR(64) PRIMARY KEY, n INTEGER NOT NULL)").Error; err != nil {
 		t.Fatal(err)
 	}
