@@ -271,3 +271,45 @@ func TestSessionLimitsAreSetOnTheServer(t *testing.T) {
 		}
 	})
 }
+
+// Work that is not idempotent proves the fence on every dialect: a leader
+// whose term was superseded between its claim and its commit adds nothing,
+// the new leader's run adds one, and a further run of the done slot none.
+func TestStaleLeaderAddsNothingToACounter(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
+		ctx := context.Background()
+		counterTable(t, db, "n")
+		old, next := NewLedger(db, "old"), NewLedger(db, "next")
+		slot := time.Date(2026, 12, 1, 6, 0, 0, 0, time.UTC)
+		work := func(tx *gorm.DB) error { return increment(tx, "n") }
+		f1, err := old.BeginTerm(ctx, "s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done, err := old.Claim(ctx, f1, "job", slot); err != nil || done {
+			t.Fatalf("old claim = %v, %v", done, err)
+		}
+		f2, err := next.BeginTerm(ctx, "s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := old.Complete(ctx, f1, "job", slot, work); !errors.Is(err, ErrFenced) {
+			t.Fatalf("stale Complete = %v, want ErrFenced", err)
+		}
+		if n := counter(t, db, "n"); n != 0 {
+			t.Fatalf("counter = %d after the stale leader's run, want 0", n)
+		}
+		if done, err := next.Claim(ctx, f2, "job", slot); err != nil || done {
+			t.Fatalf("new claim = %v, %v", done, err)
+		}
+		if err := next.Complete(ctx, f2, "job", slot, work); err != nil {
+			t.Fatal(err)
+		}
+		if done, err := next.Claim(ctx, f2, "job", slot); err != nil || !done {
+			t.Fatalf("claim of the done slot = %v, %v; want done", done, err)
+		}
+		if n := counter(t, db, "n"); n != 1 {
+			t.Fatalf("counter = %d, want 1", n)
+		}
+	})
+}
