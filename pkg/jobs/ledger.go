@@ -70,17 +70,17 @@ func NewLedger(db *gorm.DB, holder string) *Ledger {
 func (l *Ledger) BeginTerm(ctx context.Context, scope string) (Fence, error) {
 	var term int64
 	err := l.short(ctx, func(tx *gorm.DB) error {
-		row := model.LeaderTerm{Scope: scope}
+		row := LeaderTerm{Scope: scope}
 		if err := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row).Error; err != nil {
 			return fmt.Errorf("create term row: %w", err)
 		}
 		now := l.now().UTC()
-		res := tx.Model(&model.LeaderTerm{}).Where("scope = ?", scope).
+		res := tx.Model(&LeaderTerm{}).Where("scope = ?", scope).
 			Updates(map[string]any{"term": gorm.Expr("term + 1"), "holder": l.holder, "started_at": now})
 		if res.Error != nil {
 			return fmt.Errorf("advance term: %w", res.Error)
 		}
-		return tx.Model(&model.LeaderTerm{}).Where("scope = ?", scope).Pluck("term", &term).Error
+		return tx.Model(&LeaderTerm{}).Where("scope = ?", scope).Pluck("term", &term).Error
 	})
 	if err != nil {
 		return Fence{}, fmt.Errorf("begin leadership term for %s: %w", scope, err)
@@ -104,7 +104,7 @@ func checkTerm(tx *gorm.DB, f Fence) error {
 	case model.MySQL:
 		q += " LOCK IN SHARE MODE" // MariaDB has no FOR SHARE; MySQL 8 takes both
 	} // SQLite: the transaction already holds the database's write lock
-	var t model.LeaderTerm
+	var t LeaderTerm
 	res := tx.Raw(q, f.Scope).Scan(&t)
 	if res.Error != nil {
 		return fmt.Errorf("read leadership term: %w", res.Error)
@@ -155,7 +155,7 @@ func (l *Ledger) Claim(ctx context.Context, f Fence, job string, slot time.Time)
 		// Read the row under a lock first: INSERT ... ON CONFLICT DO NOTHING
 		// cannot tell "inserted" from "already there" on MySQL, whose
 		// ON DUPLICATE KEY UPDATE reports one affected row either way.
-		var cur model.JobRun
+		var cur JobRun
 		q := tx
 		if tx.Dialector.Name() != model.SQLite {
 			q = q.Clauses(clause.Locking{Strength: "UPDATE"})
@@ -165,7 +165,7 @@ func (l *Ledger) Claim(ctx context.Context, f Fence, job string, slot time.Time)
 			return fmt.Errorf("read ledger row: %w", err)
 		}
 		if !found {
-			run := model.JobRun{Job: job, Slot: slot, Status: model.StatusRunning, Holder: l.holder, Fence: f.Term, Attempts: 1, StartedAt: &now}
+			run := JobRun{Job: job, Slot: slot, Status: StatusRunning, Holder: l.holder, Fence: f.Term, Attempts: 1, StartedAt: &now}
 			if err := tx.Create(&run).Error; errors.Is(err, gorm.ErrDuplicatedKey) {
 				// A concurrent claim inserted it between our read and insert.
 				return fmt.Errorf("%w: %w", ErrSlotBusy, err)
@@ -175,18 +175,18 @@ func (l *Ledger) Claim(ctx context.Context, f Fence, job string, slot time.Time)
 			return nil
 		}
 		switch {
-		case cur.Status == model.StatusSucceeded:
+		case cur.Status == StatusSucceeded:
 			done = true
 			return nil
-		case cur.Status == model.StatusRunning && f.Manual():
+		case cur.Status == StatusRunning && f.Manual():
 			return fmt.Errorf("%w (%s, fence %d)", ErrSlotBusy, cur.Holder, cur.Fence)
-		case cur.Status == model.StatusRunning && cur.Fence > f.Term:
+		case cur.Status == StatusRunning && cur.Fence > f.Term:
 			return fmt.Errorf("%w (%s, fence %d)", ErrSlotBusy, cur.Holder, cur.Fence)
 		}
 		// failed, or running under an older fence (a leader that is gone),
 		// or our own earlier attempt: take it over.
-		return tx.Model(&model.JobRun{}).Where("id = ?", cur.ID).Updates(map[string]any{
-			"status": model.StatusRunning, "holder": l.holder, "fence": f.Term,
+		return tx.Model(&JobRun{}).Where("id = ?", cur.ID).Updates(map[string]any{
+			"status": StatusRunning, "holder": l.holder, "fence": f.Term,
 			"attempts": gorm.Expr("attempts + 1"), "started_at": now, "finished_at": nil, "error": "",
 		}).Error
 	})
@@ -196,23 +196,27 @@ func (l *Ledger) Claim(ctx context.Context, f Fence, job string, slot time.Time)
 	return done, nil
 }
 
-// Complete runs work and marks the slot succeeded in one transaction. The
+// Complete runs work (if not nil) and marks the slot succeeded in one
+// transaction; with nil work it records the success of work done outside the
+// database since the claim. The
 // fence is checked after work, under the term row's shared lock, which is
 // held to the commit: if work fails, or the fence is stale, nothing of it
 // commits. No lock on the term row is held while work runs.
 func (l *Ledger) Complete(ctx context.Context, f Fence, job string, slot time.Time, work func(tx *gorm.DB) error) error {
 	slot = slot.UTC()
 	err := l.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := work(tx); err != nil {
-			return err
+		if work != nil {
+			if err := work(tx); err != nil {
+				return err
+			}
 		}
 		if err := checkTerm(tx, f); err != nil {
 			return err
 		}
 		now := l.now().UTC()
-		res := tx.Model(&model.JobRun{}).
-			Where("job = ? AND slot = ? AND fence = ? AND holder = ? AND status = ?", job, slot, f.Term, l.holder, model.StatusRunning).
-			Updates(map[string]any{"status": model.StatusSucceeded, "finished_at": now, "error": ""})
+		res := tx.Model(&JobRun{}).
+			Where("job = ? AND slot = ? AND fence = ? AND holder = ? AND status = ?", job, slot, f.Term, l.holder, StatusRunning).
+			Updates(map[string]any{"status": StatusSucceeded, "finished_at": now, "error": ""})
 		if res.Error != nil {
 			return fmt.Errorf("mark succeeded: %w", res.Error)
 		}
@@ -238,9 +242,9 @@ func (l *Ledger) Fail(ctx context.Context, f Fence, job string, slot time.Time, 
 		if err := checkTerm(tx, f); err != nil {
 			return err
 		}
-		return tx.Model(&model.JobRun{}).
-			Where("job = ? AND slot = ? AND fence = ? AND holder = ? AND status = ?", job, slot.UTC(), f.Term, l.holder, model.StatusRunning).
-			Updates(map[string]any{"status": model.StatusFailed, "finished_at": now, "error": msg}).Error
+		return tx.Model(&JobRun{}).
+			Where("job = ? AND slot = ? AND fence = ? AND holder = ? AND status = ?", job, slot.UTC(), f.Term, l.holder, StatusRunning).
+			Updates(map[string]any{"status": StatusFailed, "finished_at": now, "error": msg}).Error
 	})
 	if err != nil {
 		return fmt.Errorf("mark %s slot %s failed: %w", job, slot.Format(time.RFC3339), err)
@@ -252,7 +256,7 @@ func (l *Ledger) Fail(ctx context.Context, f Fence, job string, slot time.Time, 
 // the job has any ledger row at all.
 func (l *Ledger) LastSucceeded(ctx context.Context, job string) (last time.Time, history bool, err error) {
 	db := l.db.WithContext(ctx)
-	var runs []model.JobRun
+	var runs []JobRun
 	if err := db.Where("job = ?", job).Order("slot DESC").Limit(1).Find(&runs).Error; err != nil {
 		return time.Time{}, false, fmt.Errorf("read ledger of %s: %w", job, err)
 	}
@@ -260,7 +264,7 @@ func (l *Ledger) LastSucceeded(ctx context.Context, job string) (last time.Time,
 		return time.Time{}, false, nil
 	}
 	runs = runs[:0]
-	if err := db.Where("job = ? AND status = ?", job, model.StatusSucceeded).Order("slot DESC").Limit(1).Find(&runs).Error; err != nil {
+	if err := db.Where("job = ? AND status = ?", job, StatusSucceeded).Order("slot DESC").Limit(1).Find(&runs).Error; err != nil {
 		return time.Time{}, true, fmt.Errorf("read ledger of %s: %w", job, err)
 	}
 	if len(runs) == 0 {
@@ -295,7 +299,7 @@ func (l *Ledger) CompleteBatch(ctx context.Context, f Fence, job string, slots [
 	}
 	err = l.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		done = done[:0]
-		var rows []model.JobRun
+		var rows []JobRun
 		q := tx
 		if tx.Dialector.Name() != model.SQLite {
 			q = q.Clauses(clause.Locking{Strength: "UPDATE"})
@@ -305,7 +309,7 @@ func (l *Ledger) CompleteBatch(ctx context.Context, f Fence, job string, slots [
 		}
 		have := make(map[int64]bool, len(rows))
 		for _, r := range rows {
-			if r.Status != model.StatusSucceeded {
+			if r.Status != StatusSucceeded {
 				return fmt.Errorf("%w: %s is %s", errBatchNeedsSlotPath, r.Slot.UTC().Format(time.RFC3339), r.Status)
 			}
 			have[r.Slot.UTC().UnixNano()] = true
@@ -328,9 +332,9 @@ func (l *Ledger) CompleteBatch(ctx context.Context, f Fence, job string, slots [
 			return err
 		}
 		now := l.now().UTC()
-		runs := make([]model.JobRun, len(todo))
+		runs := make([]JobRun, len(todo))
 		for i, s := range todo {
-			runs[i] = model.JobRun{Job: job, Slot: s.UTC(), Status: model.StatusSucceeded, Holder: l.holder, Fence: f.Term,
+			runs[i] = JobRun{Job: job, Slot: s.UTC(), Status: StatusSucceeded, Holder: l.holder, Fence: f.Term,
 				Attempts: 1, StartedAt: &now, FinishedAt: &now}
 		}
 		if err := tx.Create(&runs).Error; err != nil {

@@ -1,25 +1,43 @@
-// Package jobs runs scheduled jobs exactly once per slot while this process
-// leads.
+// Package jobs is leasecron's engine: it runs any number of scheduled jobs
+// exactly once per slot while this process leads.
 //
 // A slot is one activation time of a job's cron schedule. For each slot the
-// scheduler claims a row in the job_runs ledger (unique on job and slot), runs
-// the job with the slot's time, and marks the row succeeded in the same
-// transaction as the job's own writes. Every ledger transaction checks, under
-// a shared lock on the term row held to its commit, that the leadership term
-// (the fence) issued when this process started leading is still the
-// database's current one, so a leader that lost its lease without noticing
-// (frozen, partitioned) cannot commit a slot; claims are short, and a job's
-// transaction checks only after its work, so jobs run side by side and only
-// a new term waits for them (see Ledger). The job's own unique keys are the
-// third guard.
+// engine claims a row in the job_runs ledger (unique on job and slot) in a
+// short transaction, then runs the job's work with the slot's context
+// (Slot: its time, never the current time, and a key that is the same on
+// every attempt):
 //
-// When leadership starts, each job catches up: the slots after its last
-// succeeded slot are run oldest first, at most CatchUpWindow back and at most
-// CatchUpLimit of the most recent; older ones are reported as missed. A job
-// with no history runs only its most recent slot. A failed slot is retried
-// with capped exponential backoff until it succeeds or its deadline passes
-// (the next slot, but at least JobTimeout after the first attempt). A job
-// never overlaps itself: each job has one loop that runs its slots in order.
+//   - a TxJob's work runs inside the transaction that marks the slot
+//     succeeded, so its effect commits exactly once;
+//   - a Job's work (a request, a process) runs outside the database, and a
+//     second transaction records its success: at-least-once delivery,
+//     recorded once.
+//
+// Every ledger transaction checks, under a shared lock on the term row held
+// to its commit, that the leadership term (the fence) issued when this
+// process started leading is still the database's current one, so a leader
+// that lost its lease without noticing (frozen, partitioned) cannot record a
+// slot (see Ledger). The ledger owns its tables and their migration; work
+// that needs tables of its own implements Migrator.
+//
+// Each job has one loop that runs its slots in order, so a job never
+// overlaps itself, while different jobs run side by side. When leadership
+// starts, each job catches up: the slots after its last succeeded slot are
+// run oldest first, at most Policy.CatchUpWindow back and at most
+// Policy.CatchUpLimit of the most recent; older ones are reported as missed.
+// A job with no history runs only its most recent slot. A failed slot is
+// retried with capped exponential backoff until it succeeds, its attempts
+// run out, or its deadline passes (the next slot, but at least the timeout
+// after the first attempt).
+//
+// The job set can change while leading (Set): a new job starts from the
+// change, a removed one stops after its running slot, a changed schedule
+// starts from the change (no slot the old schedule never had is replayed),
+// and a suspended job starts no new slot. The ledger, not the in-memory
+// plan, decides whether a slot runs, so no change runs a slot twice.
+//
+// The engine knows no kind of job: kinds build Definitions, and the engine
+// runs their Work through the TxJob and Job interfaces.
 //
 // The scheduler uses robfig/cron's parser and schedules, but not its runner:
 // the runner stamps work with time.Now, drops slots that pass while a job runs
@@ -31,66 +49,40 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
 	"gorm.io/gorm"
 	"k8s.io/utils/clock"
 
-	"github.com/leasecron/leasecron/internal/metrics"
 	"github.com/leasecron/leasecron/pkg/model"
 )
 
 // DefaultCatchUpLimit is the catch-up limit the controller uses unless told otherwise.
 const DefaultCatchUpLimit = 100
 
-// Options configure a Scheduler. Zero values mean the documented default,
-// except CatchUpLimit, whose zero disables catch-up.
+// Options configure a Scheduler.
 type Options struct {
-	// Jobs are the jobs to run; each runs on Schedules[name].
-	Jobs Registry
-	// Schedules maps every job in Jobs to its schedule.
-	Schedules map[string]*Schedule
-	// CatchUpWindow is how far back a new leader runs missed slots. Default 48h.
-	CatchUpWindow time.Duration
-	// CatchUpLimit is how many missed slots per job a new leader runs at most
-	// (DefaultCatchUpLimit is the controller's default); zero disables
-	// catch-up, and a negative value means DefaultCatchUpLimit.
-	CatchUpLimit int
-	// JobTimeout bounds one attempt of a slot. Default 10m.
-	JobTimeout time.Duration
+	// Defaults fill the fields a job's Policy leaves zero; its own zero
+	// fields mean DefaultPolicy's.
+	Defaults Policy
 	// ShutdownGrace is how long running slots may finish after shutdown
 	// begins. Default 30s.
 	ShutdownGrace time.Duration
-	// RetryBase and RetryMax shape the backoff between attempts. Defaults 1s and 1m.
-	RetryBase, RetryMax time.Duration
 	// Clock is the scheduler's clock, replaceable to allow for less flaky
 	// testing. Default the real clock.
 	Clock clock.Clock
 	// Log receives one line per slot outcome. Default slog.Default().
 	Log *slog.Logger
-	// Metrics, if set, are updated as slots run.
-	Metrics *metrics.Metrics
+	// Metrics, if set, are told what happens to every slot.
+	Metrics Metrics
 }
 
 func (o *Options) defaults() {
-	if o.CatchUpWindow <= 0 {
-		o.CatchUpWindow = 48 * time.Hour
-	}
-	if o.CatchUpLimit < 0 {
-		o.CatchUpLimit = DefaultCatchUpLimit
-	}
-	if o.JobTimeout <= 0 {
-		o.JobTimeout = 10 * time.Minute
-	}
+	o.Defaults = o.Defaults.withDefaults(defaultPolicy)
 	if o.ShutdownGrace <= 0 {
 		o.ShutdownGrace = 30 * time.Second
-	}
-	if o.RetryBase <= 0 {
-		o.RetryBase = time.Second
-	}
-	if o.RetryMax <= 0 {
-		o.RetryMax = time.Minute
 	}
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
@@ -98,34 +90,90 @@ func (o *Options) defaults() {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
+	if o.Metrics == nil {
+		o.Metrics = noMetrics{}
+	}
 }
 
-// Scheduler runs jobs through the ledger.
+// Scheduler runs a set of jobs through the ledger.
 type Scheduler struct {
 	opts   Options
 	ledger *Ledger
+
+	mu   sync.Mutex
+	defs map[string]Definition // the current set, policies filled in
+	lead *leadState            // while Lead runs
 }
 
-// New returns a scheduler that writes to db as holder.
-func New(db *gorm.DB, holder string, opts Options) (*Scheduler, error) {
+// New returns a scheduler that writes to db as holder and runs defs.
+func New(db *gorm.DB, holder string, defs []Definition, opts Options) (*Scheduler, error) {
 	opts.defaults()
-	for name := range opts.Jobs {
-		if opts.Schedules[name] == nil {
-			return nil, fmt.Errorf("job %s has no schedule", name)
-		}
-	}
-	for name := range opts.Schedules {
-		if opts.Jobs[name] == nil {
-			return nil, fmt.Errorf("schedule for unknown job %q", name)
-		}
-	}
 	l := NewLedger(db, holder)
 	l.now = opts.Clock.Now
-	return &Scheduler{opts: opts, ledger: l}, nil
+	s := &Scheduler{opts: opts, ledger: l}
+	if err := s.Set(defs); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // Ledger returns the scheduler's ledger.
 func (s *Scheduler) Ledger() *Ledger { return s.ledger }
+
+// Definitions returns the current job set, sorted by name, with every
+// policy field filled in.
+func (s *Scheduler) Definitions() []Definition {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Definition, 0, len(s.defs))
+	for _, d := range s.defs {
+		out = append(out, d)
+	}
+	slices.SortFunc(out, func(a, b Definition) int { return cmpString(a.Name, b.Name) })
+	return out
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Set replaces the job set. It checks every definition first and changes
+// nothing if one is wrong or two share a name. While Lead runs, the change
+// takes effect at once: new jobs start from now, removed ones stop after
+// their running slot, and a job whose schedule changed starts from now.
+func (s *Scheduler) Set(defs []Definition) error {
+	next := make(map[string]Definition, len(defs))
+	for _, d := range defs {
+		if err := d.Check(); err != nil {
+			return err
+		}
+		if _, dup := next[d.Name]; dup {
+			return fmt.Errorf("job %s is defined twice", d.Name)
+		}
+		d.Policy = d.Policy.withDefaults(s.opts.Defaults)
+		next[d.Name] = d
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.defs = next
+	if s.lead != nil {
+		s.lead.apply(s, next)
+	}
+	return nil
+}
+
+func (s *Scheduler) definition(name string) (Definition, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.defs[name]
+	return d, ok
+}
 
 // Outcome is what became of one slot.
 type Outcome int
@@ -139,6 +187,84 @@ const (
 
 func (o Outcome) String() string {
 	return [...]string{"succeeded", "skipped", "failed"}[o]
+}
+
+// leadState is what one call of Lead shares with Set.
+type leadState struct {
+	ctx   context.Context // leadership
+	work  context.Context // running slots: outlives ctx by the shutdown grace
+	drain <-chan struct{}
+	fence Fence
+	fail  context.CancelCauseFunc
+	wg    sync.WaitGroup
+	loops map[string]*jobLoop
+}
+
+// jobLoop is one job's loop while leading.
+type jobLoop struct {
+	mu      sync.Mutex
+	def     Definition
+	changed time.Time // when the schedule last changed while leading
+	gen     int       // counts changes, so the loop notices one
+	removed bool
+	wake    chan struct{}
+}
+
+func (jl *jobLoop) state() (Definition, time.Time, int, bool) {
+	jl.mu.Lock()
+	defer jl.mu.Unlock()
+	return jl.def, jl.changed, jl.gen, jl.removed
+}
+
+func (jl *jobLoop) poke() {
+	select {
+	case jl.wake <- struct{}{}:
+	default:
+	}
+}
+
+// apply starts, changes and stops loops to match defs; s.mu is held.
+func (ls *leadState) apply(s *Scheduler, defs map[string]Definition) {
+	now := s.opts.Clock.Now()
+	for name, d := range defs {
+		jl, ok := ls.loops[name]
+		if !ok {
+			ls.start(s, d, now)
+			continue
+		}
+		jl.mu.Lock()
+		if jl.removed || !jl.def.same(d) {
+			if jl.removed || jl.def.Schedule.String() != d.Schedule.String() || jl.def.Schedule.Location().String() != d.Schedule.Location().String() {
+				jl.changed = now
+			}
+			jl.removed = false
+			jl.def = d
+			jl.gen++
+		}
+		jl.mu.Unlock()
+		jl.poke()
+	}
+	for name, jl := range ls.loops {
+		if _, ok := defs[name]; !ok {
+			jl.mu.Lock()
+			jl.removed = true
+			jl.gen++
+			jl.mu.Unlock()
+			jl.poke()
+		}
+	}
+}
+
+// start starts a loop for d; added is when it was added while leading
+// (zero at the start of leadership). s.mu is held.
+func (ls *leadState) start(s *Scheduler, d Definition, added time.Time) {
+	jl := &jobLoop{def: d, changed: added, wake: make(chan struct{}, 1)}
+	ls.loops[d.Name] = jl
+	ls.wg.Go(func() {
+		if err := s.loop(ls, jl); err != nil {
+			ls.fail(err)
+		}
+	})
 }
 
 // Lead runs every job under fence until ctx ends (leadership lost: running
@@ -171,16 +297,26 @@ func (s *Scheduler) Lead(ctx context.Context, drain <-chan struct{}, fence Fence
 		}
 	}()
 
-	started := s.opts.Clock.Now()
-	var wg sync.WaitGroup
-	for _, name := range s.opts.Jobs.Names() {
-		wg.Go(func() {
-			if err := s.loop(ctx, work, drain, fence, name, started); err != nil {
-				cancel(err)
-			}
-		})
+	ls := &leadState{ctx: ctx, work: work, drain: drain, fence: fence, fail: cancel, loops: map[string]*jobLoop{}}
+	s.mu.Lock()
+	if s.lead != nil {
+		s.mu.Unlock()
+		return errors.New("Lead is already running")
 	}
-	wg.Wait()
+	s.lead = ls
+	for _, d := range s.defs {
+		ls.start(s, d, time.Time{})
+	}
+	s.mu.Unlock()
+	select {
+	case <-ctx.Done():
+	case <-drain:
+	}
+	// No loop starts from here on; the running ones see the same end.
+	s.mu.Lock()
+	s.lead = nil
+	s.mu.Unlock()
+	ls.wg.Wait()
 	// Leadership lost (ctx cancelled from outside) and shutdown are not
 	// errors; a newer term, a database error at start and any other cause a
 	// loop or the caller gave are.
@@ -190,151 +326,243 @@ func (s *Scheduler) Lead(ctx context.Context, drain <-chan struct{}, fence Fence
 	return nil
 }
 
-// loop runs one job's slots in order, one at a time.
-func (s *Scheduler) loop(ctx, work context.Context, drain <-chan struct{}, fence Fence, name string, started time.Time) error {
-	job, sched := s.opts.Jobs[name], s.opts.Schedules[name]
-	log := s.opts.Log.With("job", name)
-	cursor, ok, err := s.startRetrying(ctx, drain, name, sched, log)
+// loop runs one job's slots in order, one at a time, following changes to
+// its definition, until leadership ends, shutdown begins or the job is
+// removed.
+func (s *Scheduler) loop(ls *leadState, jl *jobLoop) error {
+	def, changed, gen, _ := jl.state()
+	defer s.loopDone(ls, jl)
+	log := s.opts.Log.With("job", def.Name)
+	cursor, ok, err := s.startRetrying(ls, def, log)
 	if err != nil || !ok {
 		return err
 	}
+	started := s.opts.Clock.Now()
+	if def.Policy.Suspend || !changed.IsZero() {
+		// Suspended at the start: nothing is caught up. Added while
+		// leading: the job starts from the change.
+		cursor = later(cursor, s.opts.Clock.Now())
+	}
+	suspendedAt := time.Time{}
 	for {
+		d, ch, g, removed := jl.state()
+		if removed && s.forget(ls, jl) {
+			return nil
+		}
+		if g != gen {
+			if !ch.Equal(changed) { // the schedule changed: start from the change
+				cursor = later(cursor, ch)
+				changed = ch
+			}
+			gen, def = g, d
+			log.Info("job changed", "schedule", def.Schedule.String(), "suspend", def.Policy.Suspend)
+		}
+		sched, p := def.Schedule, def.Policy
 		now := s.opts.Clock.Now()
+		switch {
+		case p.Suspend && suspendedAt.IsZero():
+			suspendedAt = now
+		case !p.Suspend && !suspendedAt.IsZero():
+			// Resumed: the slots that passed while suspended are missed.
+			missed := countSlots(sched, cursor, now)
+			if missed > 0 {
+				log.Warn("slots missed while suspended", "missed", missed, "resume_after", now)
+				s.opts.Metrics.Missed(def.Name, missed)
+			}
+			cursor, suspendedAt = later(cursor, now), time.Time{}
+		}
+		if p.Suspend {
+			if !s.sleep(ls, jl, nil) {
+				return nil
+			}
+			continue
+		}
 		var missed int
-		cursor, missed = s.plan(sched, cursor, now)
+		cursor, missed = plan(sched, p, cursor, now)
 		if missed > 0 {
 			log.Warn("slots missed: older than the catch-up window or beyond the catch-up limit",
-				"missed", missed, "window", s.opts.CatchUpWindow, "limit", s.opts.CatchUpLimit, "resume_after", cursor.Add(time.Nanosecond))
-			if m := s.opts.Metrics; m != nil {
-				m.Missed.WithLabelValues(name).Add(float64(missed))
-			}
+				"missed", missed, "window", p.CatchUpWindow, "limit", p.CatchUpLimit, "resume_after", cursor.Add(time.Nanosecond))
+			s.opts.Metrics.Missed(def.Name, missed)
 		}
 		next := sched.Next(cursor)
 		if next.IsZero() {
 			log.Warn("schedule has no further slot")
-			select {
-			case <-ctx.Done():
-			case <-drain:
+			if !s.sleep(ls, jl, nil) {
+				return nil
 			}
-			return nil
+			continue
 		}
 		if d := next.Sub(now); d > 0 {
 			t := s.opts.Clock.NewTimer(d)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			woke := s.sleep(ls, jl, t.C())
+			t.Stop()
+			if !woke {
 				return nil
-			case <-drain:
-				t.Stop()
-				return nil
-			case <-t.C():
+			}
+			if s.opts.Clock.Now().Before(next) {
+				continue // a change arrived: look again
 			}
 		}
 		select {
-		case <-ctx.Done():
+		case <-ls.ctx.Done():
 			return nil
-		case <-drain:
+		case <-ls.drain:
 			return nil
 		default:
 		}
+		if _, _, g, removed := jl.state(); removed || g != gen {
+			continue // changed while waiting: the new definition decides
+		}
 		deadline := sched.Next(next)
-		if floor := s.opts.Clock.Now().Add(s.opts.JobTimeout); deadline.Before(floor) {
+		if floor := s.opts.Clock.Now().Add(p.Timeout); deadline.IsZero() || deadline.Before(floor) {
 			deadline = floor
 		}
-		outcome, err := s.runSlot(work, drain, fence, job, next, deadline)
+		outcome, err := s.runSlot(ls.work, ls.drain, ls.fence, def, next, deadline)
 		if err != nil {
 			if errors.Is(err, ErrFenced) {
 				log.Error("leadership term moved on: stopping", "err", err)
 				return err
 			}
-			if ctx.Err() != nil || work.Err() != nil {
+			if ls.ctx.Err() != nil || ls.work.Err() != nil {
 				log.Warn("slot interrupted", "slot", next, "err", err)
 				return nil
 			}
 			log.Warn("slot not run here", "slot", next, "err", err)
 		}
 		if outcome == Succeeded && next.Before(started) {
-			if m := s.opts.Metrics; m != nil {
-				m.CaughtUp.WithLabelValues(name).Inc()
-			}
+			s.opts.Metrics.CaughtUp(def.Name)
 		}
 		cursor = next
 	}
 }
 
+// sleep waits for fire (nil: forever), a change to the job, the end of
+// leadership or shutdown; it reports false for the last two.
+func (s *Scheduler) sleep(ls *leadState, jl *jobLoop, fire <-chan time.Time) bool {
+	select {
+	case <-ls.ctx.Done():
+		return false
+	case <-ls.drain:
+		return false
+	case <-jl.wake:
+		return true
+	case <-fire:
+		return true
+	}
+}
+
+// forget removes a removed job's loop and reports true, or reports false
+// if the job was added again meanwhile (the loop carries on with it).
+func (s *Scheduler) forget(ls *leadState, jl *jobLoop) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, _, _, removed := jl.state(); !removed {
+		return false
+	}
+	s.dropLoop(ls, jl)
+	return true
+}
+
+// loopDone forgets a loop that ended.
+func (s *Scheduler) loopDone(ls *leadState, jl *jobLoop) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dropLoop(ls, jl)
+}
+
+// dropLoop deletes jl from ls; s.mu is held.
+func (s *Scheduler) dropLoop(ls *leadState, jl *jobLoop) {
+	def, _, _, _ := jl.state()
+	if ls.loops[def.Name] == jl {
+		delete(ls.loops, def.Name)
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
 // startRetrying is start, retried with capped backoff while the database
-// fails in a way that mends itself, until ctx ends or drain closes (then it
-// reports !ok). Any other failure is returned.
-func (s *Scheduler) startRetrying(ctx context.Context, drain <-chan struct{}, name string, sched *Schedule, log *slog.Logger) (cursor time.Time, ok bool, err error) {
-	backoff := s.opts.RetryBase
+// fails in a way that mends itself, until leadership ends or shutdown
+// begins (then it reports !ok). Any other failure is returned.
+func (s *Scheduler) startRetrying(ls *leadState, def Definition, log *slog.Logger) (cursor time.Time, ok bool, err error) {
+	backoff := def.Policy.RetryInitial
 	for {
-		cursor, err := s.start(ctx, name, sched)
+		cursor, err := s.start(ls.ctx, def)
 		switch {
-		case ctx.Err() != nil:
+		case ls.ctx.Err() != nil:
 			return time.Time{}, false, nil
 		case err == nil:
 			return cursor, true, nil
 		case !model.Transient(err):
-			return time.Time{}, false, fmt.Errorf("job %s cannot start: %w", name, err)
+			return time.Time{}, false, fmt.Errorf("job %s cannot start: %w", def.Name, err)
 		}
 		log.Warn("cannot read the job's ledger, retrying", "retry_in", backoff, "err", err)
 		t := s.opts.Clock.NewTimer(backoff)
 		select {
-		case <-ctx.Done():
+		case <-ls.ctx.Done():
 			t.Stop()
 			return time.Time{}, false, nil
-		case <-drain:
+		case <-ls.drain:
 			t.Stop()
 			return time.Time{}, false, nil
 		case <-t.C():
 		}
-		backoff = min(2*backoff, s.opts.RetryMax)
+		backoff = min(2*backoff, def.Policy.RetryMax)
 	}
 }
 
-// start returns the cursor a new leader starts from for job: its last
+// start returns the cursor a new leader starts from for a job: its last
 // succeeded slot; for a job with no history, just before its most recent slot.
-func (s *Scheduler) start(ctx context.Context, name string, sched *Schedule) (time.Time, error) {
+func (s *Scheduler) start(ctx context.Context, def Definition) (time.Time, error) {
 	now := s.opts.Clock.Now()
-	last, history, err := s.ledger.LastSucceeded(ctx, name)
+	last, history, err := s.ledger.LastSucceeded(ctx, def.Name)
 	if err != nil {
 		return time.Time{}, err
 	}
-	if m := s.opts.Metrics; m != nil {
-		m.InitJob(name)
-		if !last.IsZero() { // the last success may be another leader's: the ledger knows
-			m.LastSuccess.WithLabelValues(name).Set(float64(last.Unix()))
-		}
-	}
+	s.opts.Metrics.JobStarted(def.Name, last) // the last success may be another leader's: the ledger knows
+	window := def.Policy.CatchUpWindow
 	switch {
 	case !history:
-		prev := sched.Prev(now)
-		if prev.IsZero() || prev.Before(now.Add(-s.opts.CatchUpWindow)) {
+		prev := def.Schedule.Prev(now)
+		if prev.IsZero() || prev.Before(now.Add(-window)) {
 			return now, nil
 		}
 		return prev.Add(-time.Nanosecond), nil
 	case last.IsZero(): // history, but nothing ever succeeded
-		return now.Add(-s.opts.CatchUpWindow).Add(-time.Nanosecond), nil
+		return now.Add(-window).Add(-time.Nanosecond), nil
 	default:
 		return last, nil
 	}
 }
 
-// maxMissedCount bounds how many missed slots plan counts one by one.
+// maxMissedCount bounds how many missed slots are counted one by one.
 const maxMissedCount = 100_000
+
+// countSlots counts the slots in (from, to], up to maxMissedCount.
+func countSlots(sched *Schedule, from, to time.Time) int {
+	n := 0
+	for t := sched.Next(from); !t.IsZero() && !t.After(to) && n < maxMissedCount; t = sched.Next(t) {
+		n++
+	}
+	return n
+}
 
 // plan moves cursor forward past the slots that fall outside the catch-up
 // window or beyond the catch-up limit, and reports how many it skipped.
-func (s *Scheduler) plan(sched *Schedule, cursor, now time.Time) (time.Time, int) {
+func plan(sched *Schedule, p Policy, cursor, now time.Time) (time.Time, int) {
 	missed := 0
-	windowStart := now.Add(-s.opts.CatchUpWindow)
+	windowStart := now.Add(-p.CatchUpWindow)
 	if cursor.Before(windowStart) {
 		for t := sched.Next(cursor); !t.IsZero() && t.Before(windowStart) && missed < maxMissedCount; t = sched.Next(t) {
 			missed++
 		}
 		cursor = windowStart.Add(-time.Nanosecond)
 	}
-	limit := s.opts.CatchUpLimit
+	limit := max(p.CatchUpLimit, 0)
 	ring := make([]time.Time, 0, min(limit, 64))
 	pending := 0
 	for t := sched.Next(cursor); !t.IsZero() && !t.After(now); t = sched.Next(t) {
@@ -360,55 +588,51 @@ func (s *Scheduler) plan(sched *Schedule, cursor, now time.Time) (time.Time, int
 	return cursor, missed
 }
 
-// RunSlot runs job's slot through the ledger under fence, retrying failed
+// RunSlot runs a job's slot through the ledger under fence, retrying failed
 // attempts with backoff until deadline. It is what `once` and `backfill` use.
 func (s *Scheduler) RunSlot(ctx context.Context, fence Fence, name string, slot, deadline time.Time) (Outcome, error) {
-	job := s.opts.Jobs[name]
-	if job == nil {
+	def, ok := s.definition(name)
+	if !ok {
 		return Failed, fmt.Errorf("unknown job %q", name)
 	}
-	return s.runSlot(ctx, nil, fence, job, slot, deadline)
+	return s.runSlot(ctx, nil, fence, def, slot, deadline)
 }
 
-func (s *Scheduler) runSlot(ctx context.Context, drain <-chan struct{}, fence Fence, job Job, slot, deadline time.Time) (Outcome, error) {
-	name := job.Name()
-	log := s.opts.Log.With("job", name, "slot", slot.In(s.opts.Schedules[name].Location()).Format(time.RFC3339))
-	backoff := s.opts.RetryBase
+func (s *Scheduler) runSlot(ctx context.Context, drain <-chan struct{}, fence Fence, def Definition, slot, deadline time.Time) (Outcome, error) {
+	name, p := def.Name, def.Policy
+	log := s.opts.Log.With("job", name, "slot", slot.In(def.Schedule.Location()).Format(time.RFC3339))
+	backoff := p.RetryInitial
+	m := s.opts.Metrics
 	for attempt := 1; ; attempt++ {
 		start := s.opts.Clock.Now()
-		outcome, err := s.attempt(ctx, fence, job, slot)
+		outcome, err := s.attempt(ctx, fence, def, slot, attempt)
 		elapsed := s.opts.Clock.Since(start)
-		m := s.opts.Metrics
 		switch {
 		case err == nil && outcome == Skipped:
 			log.Debug("slot already done")
-			if m != nil {
-				m.Runs.WithLabelValues(name, metrics.ResultSkipped).Inc()
-				m.Slots.WithLabelValues(name, metrics.ResultSkipped).Inc()
-			}
+			m.Attempt(name, Skipped, 0)
+			m.SlotDone(name, Skipped, slot)
 			return Skipped, nil
 		case err == nil:
 			log.Info("slot succeeded", "attempt", attempt, "duration", elapsed)
-			if m != nil {
-				m.Runs.WithLabelValues(name, metrics.ResultSucceeded).Inc()
-				m.Slots.WithLabelValues(name, metrics.ResultSucceeded).Inc()
-				m.Duration.WithLabelValues(name).Observe(elapsed.Seconds())
-				m.LastSuccess.WithLabelValues(name).Set(float64(slot.Unix()))
-			}
+			m.Attempt(name, Succeeded, elapsed)
+			m.SlotDone(name, Succeeded, slot)
 			return Succeeded, nil
 		}
-		if m != nil {
-			m.Runs.WithLabelValues(name, metrics.ResultFailed).Inc()
-			m.Duration.WithLabelValues(name).Observe(elapsed.Seconds())
-		}
+		m.Attempt(name, Failed, elapsed)
 		if errors.Is(err, ErrFenced) || errors.Is(err, ErrSlotBusy) || ctx.Err() != nil {
 			return Failed, err
 		}
-		if s.opts.Clock.Now().Add(backoff).After(deadline) {
-			log.Error("slot failed, giving up: deadline reached", "attempts", attempt, "deadline", deadline, "err", err)
-			if m != nil {
-				m.Slots.WithLabelValues(name, metrics.ResultFailed).Inc()
-			}
+		giveUp := ""
+		switch {
+		case p.Attempts > 0 && attempt >= p.Attempts:
+			giveUp = "slot failed, giving up: attempts used up"
+		case s.opts.Clock.Now().Add(backoff).After(deadline):
+			giveUp = "slot failed, giving up: deadline reached"
+		}
+		if giveUp != "" {
+			log.Error(giveUp, "attempts", attempt, "deadline", deadline, "err", err)
+			m.SlotDone(name, Failed, slot)
 			return Failed, nil
 		}
 		log.Warn("slot attempt failed, retrying", "attempt", attempt, "retry_in", backoff, "err", err)
@@ -422,14 +646,24 @@ func (s *Scheduler) runSlot(ctx context.Context, drain <-chan struct{}, fence Fe
 			return Failed, errors.New("shutting down: slot left for the next leader")
 		case <-t.C():
 		}
-		backoff = min(2*backoff, s.opts.RetryMax)
+		backoff = min(2*backoff, p.RetryMax)
+	}
+}
+
+// slotOf is the context def's work receives for slot.
+func slotOf(def Definition, slot time.Time, attempt int, fence Fence) Slot {
+	loc := def.Schedule.Location()
+	return Slot{
+		Job: def.Name, Time: slot.UTC(), Prev: def.Schedule.Prev(slot.Add(-time.Nanosecond)).UTC(),
+		Date: model.DateOf(slot.In(loc)), Location: loc, Key: SlotKey(def.Name, slot),
+		Attempt: attempt, Term: fence.Term,
 	}
 }
 
 // attempt claims the slot and runs the job once.
-func (s *Scheduler) attempt(ctx context.Context, fence Fence, job Job, slot time.Time) (outcome Outcome, err error) {
-	name := job.Name()
-	ctx, cancel := context.WithTimeout(ctx, s.opts.JobTimeout)
+func (s *Scheduler) attempt(ctx context.Context, fence Fence, def Definition, slot time.Time, n int) (outcome Outcome, err error) {
+	name := def.Name
+	ctx, cancel := context.WithTimeout(ctx, def.Policy.Timeout)
 	defer cancel()
 	done, err := s.ledger.Claim(ctx, fence, name, slot)
 	if err != nil {
@@ -438,14 +672,17 @@ func (s *Scheduler) attempt(ctx context.Context, fence Fence, job Job, slot time
 	if done {
 		return Skipped, nil
 	}
-	err = s.ledger.Complete(ctx, fence, name, slot, func(tx *gorm.DB) (err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				err = fmt.Errorf("job panicked: %v", r)
-			}
-		}()
-		return job.Run(ctx, tx, slot)
-	})
+	sc := slotOf(def, slot, n, fence)
+	switch w := def.Work.(type) {
+	case TxJob:
+		err = s.ledger.Complete(ctx, fence, name, slot, func(tx *gorm.DB) error {
+			return safely(func() error { return w.RunTx(ctx, tx, sc) })
+		})
+	case Job:
+		if err = safely(func() error { return w.Run(ctx, sc) }); err == nil {
+			err = s.ledger.Complete(ctx, fence, name, slot, nil)
+		}
+	}
 	if err == nil {
 		return Succeeded, nil
 	}
@@ -459,39 +696,57 @@ func (s *Scheduler) attempt(ctx context.Context, fence Fence, job Job, slot time
 	return Failed, err
 }
 
+// safely runs fn and turns a panic into an error.
+func safely(fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("job panicked: %v", r)
+		}
+	}()
+	return fn()
+}
+
 // BatchSize is how many slots RunSlots puts in one transaction.
 const BatchSize = 200
 
-// RunSlots runs job's slots, oldest first, through the ledger under fence,
-// as backfill does, and counts the outcomes. A job that implements BatchJob
-// runs up to BatchSize new slots per transaction; a batch that fails, or that
-// meets a slot running elsewhere or failed before, is run slot by slot with
-// RunSlot's retries instead. It stops early only when ctx ends.
+// RunSlots runs a job's slots, oldest first, through the ledger under fence,
+// as backfill does, and counts the outcomes. A job whose work implements
+// BatchTxJob runs up to BatchSize new slots per transaction; a batch that
+// fails, or that meets a slot running elsewhere or failed before, is run
+// slot by slot with RunSlot's retries instead. It stops early only when ctx
+// ends.
 func (s *Scheduler) RunSlots(ctx context.Context, fence Fence, name string, slots []time.Time, deadline time.Time) (map[Outcome]int, error) {
-	job := s.opts.Jobs[name]
-	if job == nil {
+	def, ok := s.definition(name)
+	if !ok {
 		return nil, fmt.Errorf("unknown job %q", name)
 	}
 	counts := map[Outcome]int{}
-	batch, _ := job.(BatchJob)
+	batch, _ := def.Work.(BatchTxJob)
+	m := s.opts.Metrics
 	for len(slots) > 0 && ctx.Err() == nil {
 		chunk := slots[:min(BatchSize, len(slots))]
 		slots = slots[len(chunk):]
 		if batch != nil {
 			start := s.opts.Clock.Now()
 			done, err := s.ledger.CompleteBatch(ctx, fence, name, chunk, func(tx *gorm.DB, todo []time.Time) error {
-				return batch.RunBatch(ctx, tx, todo)
+				scs := make([]Slot, len(todo))
+				for i, t := range todo {
+					scs[i] = slotOf(def, t, 1, fence)
+				}
+				return batch.RunTxBatch(ctx, tx, scs)
 			})
 			if err == nil {
 				ran := len(chunk) - len(done)
 				counts[Succeeded] += ran
 				counts[Skipped] += len(done)
 				s.opts.Log.Info("slots succeeded", "job", name, "slots", ran, "skipped", len(done), "duration", s.opts.Clock.Since(start))
-				if m := s.opts.Metrics; m != nil {
-					m.Runs.WithLabelValues(name, metrics.ResultSucceeded).Add(float64(ran))
-					m.Runs.WithLabelValues(name, metrics.ResultSkipped).Add(float64(len(done)))
-					m.Slots.WithLabelValues(name, metrics.ResultSucceeded).Add(float64(ran))
-					m.Slots.WithLabelValues(name, metrics.ResultSkipped).Add(float64(len(done)))
+				for _, t := range chunk {
+					out := Succeeded
+					if slices.ContainsFunc(done, t.Equal) {
+						out = Skipped
+					}
+					m.Attempt(name, out, 0)
+					m.SlotDone(name, out, t)
 				}
 				continue
 			}
@@ -501,7 +756,7 @@ func (s *Scheduler) RunSlots(ctx context.Context, fence Fence, name string, slot
 			s.opts.Log.Debug("running the batch slot by slot", "job", name, "reason", err)
 		}
 		for _, slot := range chunk {
-			out, err := s.runSlot(ctx, nil, fence, job, slot, deadline)
+			out, err := s.runSlot(ctx, nil, fence, def, slot, deadline)
 			counts[out]++
 			if err != nil {
 				if errors.Is(err, ErrFenced) || ctx.Err() != nil {

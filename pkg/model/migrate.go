@@ -10,25 +10,12 @@ import (
 	"gorm.io/gorm"
 )
 
-// DuplicateDatesError reports that a statistics table holds more than one row
-// for some dates, so its unique key on date cannot be added.
-type DuplicateDatesError struct {
-	Table string
-	Dates int64
-}
-
-func (e *DuplicateDatesError) Error() string {
-	return fmt.Sprintf("table %s holds %d dates with more than one row, so the unique key on date cannot be added: "+
-		"run 'leasecron verify' to list them and 'leasecron dedupe' to merge them (a dry run; add --apply to change anything), then migrate again", e.Table, e.Dates)
-}
-
-// Migrate creates the tables leasecron needs and adopts existing ones: it adds
-// missing columns and indexes, and never alters or rewrites what is there.
-// Several replicas may start at once: they migrate one after the other,
-// each holding a lock in the database while it checks and changes the
-// schema (see withMigrationLock), so none trips over another's CREATE.
-func Migrate(ctx context.Context, db *gorm.DB) error {
-	return withMigrationLock(db.WithContext(ctx), migrateOnce)
+// Migrate runs fn while this process holds the database's migration lock,
+// so that several replicas starting at once migrate one after the other and
+// none trips over another's CREATE (see withMigrationLock). Every migration
+// (the ledger's, a kind's tables) goes through it.
+func Migrate(ctx context.Context, db *gorm.DB, fn func(db *gorm.DB) error) error {
+	return withMigrationLock(db.WithContext(ctx), fn)
 }
 
 // migrationLock names the lock migrations hold: an advisory lock key on
@@ -76,11 +63,12 @@ func withMigrationLock(db *gorm.DB, fn func(*gorm.DB) error) error {
 	})
 }
 
-func migrateOnce(db *gorm.DB) error {
-	models := []any{&JobRun{}, &LeaderTerm{}}
-	for _, s := range Stats() {
-		models = append(models, s.model)
-	}
+// EnsureTables creates the tables of models that are missing and adopts
+// existing ones: it adds missing columns and indexes, and never alters or
+// rewrites what is there. beforeUnique, if set, is called before a unique
+// index is added to an existing table, and may refuse (say, because rows
+// would break it).
+func EnsureTables(db *gorm.DB, models []any, beforeUnique func(db *gorm.DB, table string) error) error {
 	m := db.Migrator()
 	for _, mod := range models {
 		stmt := &gorm.Statement{DB: db}
@@ -106,13 +94,9 @@ func migrateOnce(db *gorm.DB) error {
 			if m.HasIndex(mod, idx.Name) {
 				continue
 			}
-			if idx.Class == "UNIQUE" && table != "job_runs" && table != "leader_terms" {
-				n, err := countDuplicateDates(db, table)
-				if err != nil {
+			if idx.Class == "UNIQUE" && beforeUnique != nil {
+				if err := beforeUnique(db, table); err != nil {
 					return err
-				}
-				if n > 0 {
-					return &DuplicateDatesError{Table: table, Dates: n}
 				}
 			}
 			if err := m.CreateIndex(mod, idx.Name); err != nil {
@@ -123,17 +107,8 @@ func migrateOnce(db *gorm.DB) error {
 	return nil
 }
 
-func countDuplicateDates(db *gorm.DB, table string) (int64, error) {
-	var n int64
-	err := db.Raw("SELECT COUNT(*) FROM (SELECT date FROM " + quote(db, table) +
-		" WHERE date IS NOT NULL GROUP BY date HAVING COUNT(*) > 1) d").Scan(&n).Error
-	if err != nil {
-		return 0, fmt.Errorf("count duplicate dates in %s: %w", table, err)
-	}
-	return n, nil
-}
-
-func quote(db *gorm.DB, name string) string {
+// Quote quotes a table or column name for db's dialect.
+func Quote(db *gorm.DB, name string) string {
 	var b strings.Builder
 	db.Dialector.QuoteTo(&b, name)
 	return b.String()

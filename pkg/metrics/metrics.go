@@ -1,4 +1,5 @@
-// Package metrics defines leasecron's Prometheus metrics. They are built on a
+// Package metrics is leasecron's Prometheus metrics: the controller's own
+// and, through Metrics' methods, the engine's jobs.Metrics. They are built on a
 // Registerer the caller owns (a private registry in the binary, a fresh one
 // per test), never registered globally.
 //
@@ -14,8 +15,12 @@
 package metrics
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/leasecron/leasecron/pkg/jobs"
 )
 
 // JobLabel is the label that names the job on every per-job series.
@@ -35,12 +40,19 @@ type Metrics struct {
 	// Runs counts attempts by job and result.
 	Runs *prometheus.CounterVec
 	// Slots counts slots by job and final result: each slot once.
-	Slots       *prometheus.CounterVec
-	Duration    *prometheus.HistogramVec
-	LastSuccess *prometheus.GaugeVec
-	Missed      *prometheus.CounterVec
-	CaughtUp    *prometheus.CounterVec
+	Slots         *prometheus.CounterVec
+	Duration      *prometheus.HistogramVec
+	LastSuccess   *prometheus.GaugeVec
+	MissedSlots   *prometheus.CounterVec
+	CaughtUpSlots *prometheus.CounterVec
+	// JobsLoaded is how many jobs the controller runs; JobsFileErrors is 1
+	// while the jobs file's last edit could not be loaded (the last good
+	// set keeps running), else 0.
+	JobsLoaded     prometheus.Gauge
+	JobsFileErrors prometheus.Gauge
 }
+
+var _ jobs.Metrics = (*Metrics)(nil)
 
 // New creates the metrics and registers them, with the Go and process
 // collectors, on reg.
@@ -65,25 +77,65 @@ func New(reg prometheus.Registerer) *Metrics {
 		LastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "leasecron_job_last_success_timestamp_seconds", Help: "Unix time of the last slot that succeeded, by job; read from the ledger when leadership starts.",
 		}, []string{JobLabel}),
-		Missed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "leasecron_missed_slots_total", Help: "Slots not run because they fell outside the catch-up window or limit.",
+		MissedSlots: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "leasecron_missed_slots_total", Help: "Slots not run because they fell outside the catch-up window or limit, or passed while the job was suspended.",
 		}, []string{JobLabel}),
-		CaughtUp: prometheus.NewCounterVec(prometheus.CounterOpts{
+		CaughtUpSlots: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "leasecron_caught_up_slots_total", Help: "Past slots run late when leadership started.",
 		}, []string{JobLabel}),
+		JobsLoaded: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "leasecron_jobs", Help: "Jobs loaded: the set the leader runs.",
+		}),
+		JobsFileErrors: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "leasecron_jobs_file_invalid", Help: "1 while the jobs file's current content cannot be loaded (the last good set keeps running), else 0.",
+		}),
 	}
-	reg.MustRegister(m.Leader, m.Transitions, m.Runs, m.Slots, m.Duration, m.LastSuccess, m.Missed, m.CaughtUp,
+	reg.MustRegister(m.Leader, m.Transitions, m.Runs, m.Slots, m.Duration, m.LastSuccess, m.MissedSlots, m.CaughtUpSlots, m.JobsLoaded, m.JobsFileErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
-// InitJob creates job's counter series at zero, so that they exist (and
-// rate() and increase() see their first change) before anything happens.
-func (m *Metrics) InitJob(job string) {
+// JobStarted implements jobs.Metrics. It creates the job's counter series
+// at zero, so that they exist (and rate() and increase() see their first
+// change) before anything happens, and sets its last success from the
+// ledger.
+func (m *Metrics) JobStarted(job string, last time.Time) {
 	for _, r := range []string{ResultSucceeded, ResultFailed, ResultSkipped} {
 		m.Runs.WithLabelValues(job, r)
 		m.Slots.WithLabelValues(job, r)
 	}
-	m.Missed.WithLabelValues(job)
-	m.CaughtUp.WithLabelValues(job)
+	m.MissedSlots.WithLabelValues(job)
+	m.CaughtUpSlots.WithLabelValues(job)
+	if !last.IsZero() {
+		m.LastSuccess.WithLabelValues(job).Set(float64(last.Unix()))
+	}
+}
+
+// Attempt implements jobs.Metrics.
+func (m *Metrics) Attempt(job string, o jobs.Outcome, took time.Duration) {
+	m.Runs.WithLabelValues(job, o.String()).Inc()
+	if o != jobs.Skipped {
+		m.Duration.WithLabelValues(job).Observe(took.Seconds())
+	}
+}
+
+// SlotDone implements jobs.Metrics.
+func (m *Metrics) SlotDone(job string, o jobs.Outcome, slot time.Time) {
+	m.Slots.WithLabelValues(job, o.String()).Inc()
+	if o == jobs.Succeeded {
+		m.LastSuccess.WithLabelValues(job).Set(float64(slot.Unix()))
+	}
+}
+
+// Missed implements jobs.Metrics.
+func (m *Metrics) Missed(job string, n int) { m.MissedSlots.WithLabelValues(job).Add(float64(n)) }
+
+// CaughtUp implements jobs.Metrics.
+func (m *Metrics) CaughtUp(job string) { m.CaughtUpSlots.WithLabelValues(job).Inc() }
+
+// Forget deletes a removed job's series.
+func (m *Metrics) Forget(job string) {
+	for _, v := range []*prometheus.MetricVec{m.Runs.MetricVec, m.Slots.MetricVec, m.Duration.MetricVec, m.LastSuccess.MetricVec, m.MissedSlots.MetricVec, m.CaughtUpSlots.MetricVec} {
+		v.DeletePartialMatch(prometheus.Labels{JobLabel: job})
+	}
 }

@@ -1,4 +1,4 @@
-package model
+package dailystats
 
 import (
 	"context"
@@ -6,12 +6,14 @@ import (
 	"strings"
 
 	"gorm.io/gorm"
+
+	"github.com/leasecron/leasecron/pkg/model"
 )
 
 // Merge is what Dedupe does to one date of one table: it keeps the row with
 // the lowest id and adds the counts of the others to it, then deletes them.
 type Merge struct {
-	Date    Date
+	Date    model.Date
 	Keep    int64   // id of the row kept
 	Remove  []int64 // ids of the rows removed
 	Before  *int64  // the kept row's count before (nil: NULL)
@@ -73,10 +75,10 @@ func Dedupe(ctx context.Context, db *gorm.DB, apply bool) ([]DedupeReport, error
 var errDryRun = fmt.Errorf("dry run")
 
 func planDedupe(tx *gorm.DB, s Stat) (DedupeReport, error) {
-	t, c := quote(tx, s.Table), quote(tx, s.CountColumn)
+	t, c := model.Quote(tx, s.Table), model.Quote(tx, s.CountColumn)
 	var rows []struct {
 		ID    int64
-		Date  Date
+		Date  model.Date
 		Count *int64
 	}
 	err := tx.Raw("SELECT id, date, " + c + " AS count FROM " + t + " WHERE date IN (SELECT date FROM " + t +
@@ -106,7 +108,7 @@ func planDedupe(tx *gorm.DB, s Stat) (DedupeReport, error) {
 }
 
 func applyDedupe(tx *gorm.DB, s Stat, r DedupeReport) error {
-	t, c := quote(tx, s.Table), quote(tx, s.CountColumn)
+	t, c := model.Quote(tx, s.Table), model.Quote(tx, s.CountColumn)
 	intType := "INTEGER" // PostgreSQL would otherwise type the CASE's parameters as text
 	if tx.Dialector.Name() == MySQL {
 		intType = "SIGNED"
