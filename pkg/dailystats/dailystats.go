@@ -21,6 +21,7 @@ import (
 
 	"github.com/leasecron/leasecron/pkg/jobs"
 	"github.com/leasecron/leasecron/pkg/model"
+	"github.com/leasecron/leasecron/pkg/spec"
 )
 
 // Name is the name of the built-in job: `--schedule daily-stats=EXPR` and
@@ -187,4 +188,20 @@ func Stats() []Stat {
 		{Table: "like_statistics", CountColumn: "times", model: &LikeStatistics{}},
 		{Table: "comment_statistics", CountColumn: "times", model: &CommentStatistics{}},
 	}
+}
+
+// Kind is the dailyStats kind for a spec.Catalog.
+type Kind struct{}
+
+// Name implements spec.Kind.
+func (Kind) Name() string { return KindName }
+
+// Build implements spec.Kind: dailyStats has no settings to check.
+func (Kind) Build(spec.Job) (any, error) { return Job{}, nil }
+
+// Spec returns the job `--schedule daily-stats=EXPR` defines.
+func Spec(schedule string) spec.ScheduledJob {
+	sj := spec.ScheduledJob{Spec: spec.JobSpec{Schedule: schedule, DailyStats: &spec.DailyStats{}}}
+	sj.APIVersion, sj.Kind, sj.Name = spec.APIVersion, spec.KindName, Name
+	return sj
 }
