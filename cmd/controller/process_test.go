@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/leasecron/leasecron/internal/metrics"
+	"github.com/leasecron/leasecron/pkg/metrics"
 	"github.com/leasecron/leasecron/internal/testenv"
 	"github.com/leasecron/leasecron/pkg/model"
 )

@@ -58,11 +58,16 @@ func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ExitFailure
 	}
 	var ue usageError
+	if errors.As(err, &ue) {
+		// One line per problem (a jobs file can have several).
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintf(stderr, "leasecron: %s\n", line)
+		}
+		return ExitUsage
+	}
 	code := ExitFailure
 	msg := strings.ReplaceAll(err.Error(), "\n", " ")
-	if errors.As(err, &ue) {
-		code = ExitUsage
-	} else if strings.HasPrefix(msg, "unknown command") {
+	if strings.HasPrefix(msg, "unknown command") {
 		code = ExitUsage
 		msg += ": run 'leasecron --help' for the commands"
 	}
@@ -89,7 +94,7 @@ leader schedules, and a ledger in the database guards every slot.`,
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		return applyEnv(cmd.Flags())
 	}
-	root.AddCommand(newRunCmd(), newOnceCmd(), newBackfillCmd(), newStatusCmd(), newVerifyCmd(), newMigrateCmd(), newDedupeCmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newOnceCmd(), newBackfillCmd(), newStatusCmd(), newVerifyCmd(), newMigrateCmd(), newDedupeCmd(), newJobsCmd(), newValidateCmd(), newVersionCmd())
 	return root
 }
 

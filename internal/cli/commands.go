@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"gorm.io/gorm"
 
 	"github.com/leasecron/leasecron/internal/version"
+	"github.com/leasecron/leasecron/pkg/dailystats"
 	"github.com/leasecron/leasecron/pkg/jobs"
 	"github.com/leasecron/leasecron/pkg/model"
 )
@@ -18,55 +20,57 @@ import (
 // manualOptions are shared by once and backfill.
 type manualOptions struct {
 	db         dbOptions
-	sched      scheduleOptions
+	jobs       jobsOptions
 	log        logOptions
 	jobTimeout time.Duration
 }
 
 func (o *manualOptions) addFlags(cmd *cobra.Command) {
 	o.db.addFlags(cmd.Flags())
-	o.sched.addFlags(cmd.Flags(), true)
+	o.jobs.addFlags(cmd.Flags(), true)
 	o.log.addFlags(cmd.Flags())
-	cmd.Flags().DurationVar(&o.jobTimeout, "job-timeout", 10*time.Minute, "time limit of one attempt of a slot; failed attempts are retried until it passes")
+	cmd.Flags().DurationVar(&o.jobTimeout, "job-timeout", 10*time.Minute, "time limit of one attempt of a slot, for jobs that set no timeout; failed attempts are retried until it passes")
 }
 
 // manualRun is what once and backfill share once their input is valid.
 type manualRun struct {
 	sched *jobs.Scheduler
+	def   jobs.Definition
 	loc   *time.Location
-	sch   *jobs.Schedule
 	close func()
 }
 
 // prepare validates the job and flags, then opens and migrates the database.
-func (o *manualOptions) prepare(cmd *cobra.Command, job, verb string, check func(*jobs.Schedule, *time.Location) error) (*manualRun, error) {
+func (o *manualOptions) prepare(cmd *cobra.Command, job, verb string, check func(def jobs.Definition) error) (*manualRun, error) {
 	log, dsn, err := setup(cmd, &o.db, &o.log)
 	if err != nil {
 		return nil, err
 	}
-	loc, reg, scheds, err := o.sched.resolve()
-	if err != nil {
-		return nil, err
-	}
-	if reg[job] == nil {
-		return nil, usagef("unknown job %q: known jobs are %s", job, strings.Join(reg.Names(), ", "))
-	}
 	if err := positive(map[string]time.Duration{"job-timeout": o.jobTimeout}); err != nil {
 		return nil, err
 	}
-	if err := check(scheds[job], loc); err != nil {
-		return nil, err
-	}
-	db, err := o.db.open(cmd.Context(), dsn, true, log)
+	o.jobs.defaults.Timeout = o.jobTimeout
+	set, err := o.jobs.load(dsn.Dialect)
 	if err != nil {
 		return nil, err
 	}
-	s, err := jobs.New(db, manualHolder(verb), jobs.Options{Jobs: reg, Schedules: scheds, JobTimeout: o.jobTimeout, Log: log})
+	def, ok := set.find(job)
+	if !ok {
+		return nil, usagef("unknown job %q: known jobs are %s", job, set.names())
+	}
+	if err := check(def); err != nil {
+		return nil, err
+	}
+	db, err := o.db.openMigrated(cmd.Context(), dsn, []jobs.Definition{def}, log)
+	if err != nil {
+		return nil, err
+	}
+	s, err := jobs.New(db, manualHolder(verb), []jobs.Definition{def}, jobs.Options{Log: log})
 	if err != nil {
 		_ = model.Close(db)
 		return nil, err
 	}
-	return &manualRun{sched: s, loc: loc, sch: scheds[job], close: func() { _ = model.Close(db) }}, nil
+	return &manualRun{sched: s, def: def, loc: def.Schedule.Location(), close: func() { _ = model.Close(db) }}, nil
 }
 
 func newOnceCmd() *cobra.Command {
@@ -79,7 +83,8 @@ func newOnceCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			job := args[0]
 			var slot time.Time
-			r, err := o.prepare(cmd, job, "once", func(s *jobs.Schedule, loc *time.Location) error {
+			r, err := o.prepare(cmd, job, "once", func(def jobs.Definition) error {
+				s, loc := def.Schedule, def.Schedule.Location()
 				now := time.Now()
 				if date == "" {
 					slot = s.Prev(now)
@@ -105,7 +110,7 @@ func newOnceCmd() *cobra.Command {
 				return err
 			}
 			defer r.close()
-			out, err := r.sched.RunSlot(cmd.Context(), jobs.Fence{}, job, slot, time.Now().Add(o.jobTimeout))
+			out, err := r.sched.RunSlot(cmd.Context(), jobs.Fence{}, job, slot, time.Now().Add(r.def.Policy.Timeout))
 			fmt.Fprintf(cmd.OutOrStdout(), "%s %s: %s\n", job, slot.In(r.loc).Format(time.RFC3339), out)
 			if err != nil {
 				return err
@@ -138,7 +143,8 @@ func newBackfillCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			job := args[0]
 			var slots []time.Time
-			r, err := o.prepare(cmd, job, "backfill", func(s *jobs.Schedule, loc *time.Location) error {
+			r, err := o.prepare(cmd, job, "backfill", func(def jobs.Definition) error {
+				s, loc := def.Schedule, def.Schedule.Location()
 				if from == "" || to == "" {
 					return usagef("backfill needs --from and --to (YYYY-MM-DD)")
 				}
@@ -164,7 +170,11 @@ func newBackfillCmd() *cobra.Command {
 				return err
 			}
 			defer r.close()
-			counts, err := r.sched.RunSlots(cmd.Context(), jobs.Fence{}, job, slots, time.Now().Add(o.jobTimeout))
+			if _, inTx := r.def.Work.(jobs.TxJob); !inTx {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %d slots from %s to %s run outside the database (%s): one delivery per slot at least, each with its own Idempotency-Key\n",
+					job, len(slots), from, to, r.def.Kind)
+			}
+			counts, err := r.sched.RunSlots(cmd.Context(), jobs.Fence{}, job, slots, time.Now().Add(r.def.Policy.Timeout))
 			if err != nil {
 				fmt.Fprintf(cmd.ErrOrStderr(), "backfill %s stopped: %v\n", job, err)
 			}
@@ -185,20 +195,20 @@ func newBackfillCmd() *cobra.Command {
 func newStatusCmd() *cobra.Command {
 	var (
 		db    dbOptions
-		sched scheduleOptions
+		js    jobsOptions
 		lg    logOptions
 		limit int
 	)
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show who leads, the recent runs and the next slots",
+		Short: "Show who leads, the jobs with their next slots, and the recent runs",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, dsn, err := setup(cmd, &db, &lg)
 			if err != nil {
 				return err
 			}
-			loc, reg, scheds, err := sched.resolve()
+			set, err := js.load(dsn.Dialect)
 			if err != nil {
 				return err
 			}
@@ -210,22 +220,35 @@ func newStatusCmd() *cobra.Command {
 				return err
 			}
 			defer model.Close(gdb)
-			st, err := model.ReadStatus(cmd.Context(), gdb, limit)
+			st, err := jobs.ReadStatus(cmd.Context(), gdb, limit)
 			if err != nil {
 				return fmt.Errorf("read status from %s: %w (has 'leasecron migrate' run?)", dsn, dsn.Scrub(err))
 			}
-			printStatus(cmd.OutOrStdout(), st, reg, scheds, loc)
+			printStatus(cmd.OutOrStdout(), st, set)
 			return nil
 		},
 	}
 	db.addFlags(cmd.Flags())
-	sched.addFlags(cmd.Flags(), true)
+	js.addFlags(cmd.Flags(), true)
 	lg.addFlags(cmd.Flags())
 	cmd.Flags().IntVar(&limit, "limit", 10, "how many recent runs to show")
 	return cmd
 }
 
-func printStatus(w io.Writer, st model.Status, reg jobs.Registry, scheds map[string]*jobs.Schedule, loc *time.Location) {
+// nextSlots returns up to n slots of s after t.
+func nextSlots(s *jobs.Schedule, t time.Time, n int) []time.Time {
+	var out []time.Time
+	for i := 0; i < n; i++ {
+		if t = s.Next(t); t.IsZero() {
+			break
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+func printStatus(w io.Writer, st jobs.Status, set *jobSet) {
+	loc := set.loc
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	defer tw.Flush()
 	fmt.Fprintln(tw, "LEADERSHIP")
@@ -241,17 +264,16 @@ func printStatus(w io.Writer, st model.Status, reg jobs.Registry, scheds map[str
 	}
 	fmt.Fprintln(tw, "\nJOBS")
 	now := time.Now()
-	for _, name := range reg.Names() {
-		s := scheds[name]
+	for _, d := range set.defs {
 		var next []string
-		for t, i := now, 0; i < 3; i++ {
-			t = s.Next(t)
-			if t.IsZero() {
-				break
-			}
-			next = append(next, t.In(loc).Format(time.RFC3339))
+		for _, t := range nextSlots(d.Schedule, now, 3) {
+			next = append(next, t.In(d.Schedule.Location()).Format(time.RFC3339))
 		}
-		fmt.Fprintf(tw, "  %s\tschedule %q\tnext %s\n", name, s.String(), strings.Join(next, ", "))
+		suspended := ""
+		if d.Policy.Suspend {
+			suspended = "\tsuspended"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\tschedule %q\tnext %s%s\n", d.Name, d.Kind, d.Schedule.String(), strings.Join(next, ", "), suspended)
 	}
 	fmt.Fprintln(tw, "\nRECENT RUNS")
 	fmt.Fprintln(tw, "  JOB\tSLOT\tSTATUS\tHOLDER\tFENCE\tATTEMPTS\tERROR")
@@ -263,23 +285,26 @@ func printStatus(w io.Writer, st model.Status, reg jobs.Registry, scheds map[str
 func newVerifyCmd() *cobra.Command {
 	var (
 		db       dbOptions
-		sched    scheduleOptions
+		js       jobsOptions
 		lg       logOptions
 		from, to string
 	)
 	cmd := &cobra.Command{
 		Use:   "verify",
-		Short: "Check the statistics tables: duplicate dates, and dates missing in a range (exit 1 if any)",
-		Long: `Check every statistics table for dates with more than one row and for dates
-with no row between --from and --to (default: the earliest and latest dates any
-table holds). Exits 1 when it finds either.`,
+		Short: "Check every job's slots in the ledger and the statistics tables (exit 1 if anything is missing or doubled)",
+		Long: `For every job, list the slots between --from and --to that have no succeeded row
+in the ledger (default: from the job's first ledger row to now). For the
+daily-stats job, also check the statistics tables for dates with more than one
+row and for dates with no row (default range: the earliest and latest dates any
+table holds). Exits 1 when it finds any.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, dsn, err := setup(cmd, &db, &lg)
 			if err != nil {
 				return err
 			}
-			if _, err := sched.location(); err != nil {
+			set, err := js.load(dsn.Dialect)
+			if err != nil {
 				return err
 			}
 			var f, t model.Date
@@ -301,40 +326,100 @@ table holds). Exits 1 when it finds either.`,
 				return err
 			}
 			defer model.Close(gdb)
-			first, last, any, err := model.DateSpan(cmd.Context(), gdb)
-			if err != nil {
-				return fmt.Errorf("verify %s: %w (has 'leasecron migrate' run?)", dsn, dsn.Scrub(err))
+			ok := true
+			out := cmd.OutOrStdout()
+			for _, d := range set.defs {
+				good, err := verifyJob(cmd, gdb, d, from, to, f, t)
+				if err != nil {
+					return fmt.Errorf("verify %s in %s: %w (has 'leasecron migrate' run?)", d.Name, dsn, dsn.Scrub(err))
+				}
+				ok = ok && good
+				if _, stats := d.Work.(dailystats.Job); !stats {
+					continue
+				}
+				good, err = verifyStats(cmd, gdb, from, to, f, t)
+				if err != nil {
+					return fmt.Errorf("verify %s: %w (has 'leasecron migrate' run?)", dsn, dsn.Scrub(err))
+				}
+				ok = ok && good
 			}
-			if from == "" {
-				f = first
-			}
-			if to == "" {
-				t = last
-			}
-			if !any && (from == "" || to == "") {
-				fmt.Fprintln(cmd.OutOrStdout(), "no dates in any statistics table yet; give --from and --to to check a range")
-				return nil
-			}
-			reports, err := model.Verify(cmd.Context(), gdb, f, t)
-			if err != nil {
-				return fmt.Errorf("verify %s: %w", dsn, dsn.Scrub(err))
-			}
-			if !printVerify(cmd.OutOrStdout(), reports, f, t) {
+			if !ok {
 				return errReported
 			}
+			fmt.Fprintln(out, "all checks passed")
 			return nil
 		},
 	}
 	db.addFlags(cmd.Flags())
-	sched.addFlags(cmd.Flags(), false)
+	js.addFlags(cmd.Flags(), true)
 	lg.addFlags(cmd.Flags())
-	cmd.Flags().StringVar(&from, "from", "", "first date of the range to check for gaps (default: the earliest date held)")
-	cmd.Flags().StringVar(&to, "to", "", "last date of the range, inclusive (default: the latest date held)")
+	cmd.Flags().StringVar(&from, "from", "", "first date of the range to check (YYYY-MM-DD, in the job's zone; default: the job's first slot in the ledger, and for the tables the earliest date held)")
+	cmd.Flags().StringVar(&to, "to", "", "last date of the range, inclusive (default: now, and for the tables the latest date held)")
 	return cmd
 }
 
+// verifyJob prints the slots of d in the range that have no succeeded row,
+// and reports whether there are none.
+func verifyJob(cmd *cobra.Command, db *gorm.DB, d jobs.Definition, from, to string, f, t model.Date) (bool, error) {
+	loc := d.Schedule.Location()
+	start, end := f.In(loc), t.AddDays(1).In(loc).Add(-time.Nanosecond)
+	if from == "" {
+		first, ok, err := jobs.FirstSlot(cmd.Context(), db, d.Name)
+		if err != nil {
+			return false, err
+		}
+		if !ok {
+			fmt.Fprintf(cmd.OutOrStdout(), "job %s: no slots in the ledger yet\n", d.Name)
+			return true, nil
+		}
+		start = first
+	}
+	if now := time.Now(); to == "" || end.After(now) {
+		end = now
+	}
+	missing, err := jobs.Unsucceeded(cmd.Context(), db, d, start, end)
+	if err != nil {
+		return false, err
+	}
+	span := fmt.Sprintf("%s to %s", start.In(loc).Format(time.RFC3339), end.In(loc).Format(time.RFC3339))
+	if len(missing) == 0 {
+		fmt.Fprintf(cmd.OutOrStdout(), "job %s: ok (every slot from %s succeeded)\n", d.Name, span)
+		return true, nil
+	}
+	const show = 10
+	var ts []string
+	for _, m := range missing[:min(len(missing), show)] {
+		ts = append(ts, m.In(loc).Format(time.RFC3339))
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "job %s: %d slots from %s without a succeeded run: %s%s\n", d.Name, len(missing), span, strings.Join(ts, ", "), more(len(missing), show))
+	return false, nil
+}
+
+// verifyStats checks the four statistics tables, as verify always has.
+func verifyStats(cmd *cobra.Command, db *gorm.DB, from, to string, f, t model.Date) (bool, error) {
+	first, last, any, err := dailystats.DateSpan(cmd.Context(), db)
+	if err != nil {
+		return false, err
+	}
+	if from == "" {
+		f = first
+	}
+	if to == "" {
+		t = last
+	}
+	if !any && (from == "" || to == "") {
+		fmt.Fprintln(cmd.OutOrStdout(), "no dates in any statistics table yet; give --from and --to to check a range")
+		return true, nil
+	}
+	reports, err := dailystats.Verify(cmd.Context(), db, f, t)
+	if err != nil {
+		return false, err
+	}
+	return printVerify(cmd.OutOrStdout(), reports, f, t), nil
+}
+
 // printVerify prints one line per table and reports whether all are clean.
-func printVerify(w io.Writer, reports []model.TableReport, from, to model.Date) bool {
+func printVerify(w io.Writer, reports []dailystats.TableReport, from, to model.Date) bool {
 	const show = 10
 	ok := true
 	fmt.Fprintf(w, "checking %s to %s\n", from, to)
@@ -374,18 +459,23 @@ func more(n, shown int) string {
 func newMigrateCmd() *cobra.Command {
 	var (
 		db dbOptions
+		js jobsOptions
 		lg logOptions
 	)
 	cmd := &cobra.Command{
 		Use:   "migrate",
-		Short: "Create or adopt the database tables (run also does this at start-up)",
+		Short: "Create or adopt the ledger's tables and those of the jobs (run also does this at start-up)",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, dsn, err := setup(cmd, &db, &lg)
 			if err != nil {
 				return err
 			}
-			gdb, err := db.open(cmd.Context(), dsn, true, log)
+			set, err := js.load(dsn.Dialect)
+			if err != nil {
+				return err
+			}
+			gdb, err := db.openMigrated(cmd.Context(), dsn, set.defs, log)
 			if err != nil {
 				return err
 			}
@@ -395,6 +485,7 @@ func newMigrateCmd() *cobra.Command {
 		},
 	}
 	db.addFlags(cmd.Flags())
+	js.addFlags(cmd.Flags(), true)
 	lg.addFlags(cmd.Flags())
 	return cmd
 }
@@ -424,7 +515,7 @@ one transaction. Then 'leasecron migrate' can add the unique keys.`,
 				return err
 			}
 			defer model.Close(gdb)
-			reports, err := model.Dedupe(cmd.Context(), gdb, apply)
+			reports, err := dailystats.Dedupe(cmd.Context(), gdb, apply)
 			if err != nil {
 				return fmt.Errorf("dedupe %s: %w", dsn, dsn.Scrub(err))
 			}
@@ -440,7 +531,7 @@ one transaction. Then 'leasecron migrate' can add the unique keys.`,
 
 // printDedupe prints one line per table, the first merges of each, and what
 // to do next.
-func printDedupe(w io.Writer, reports []model.DedupeReport, applied bool) {
+func printDedupe(w io.Writer, reports []dailystats.DedupeReport, applied bool) {
 	const show = 5
 	rows := 0
 	for _, r := range reports {

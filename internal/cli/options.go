@@ -79,18 +79,20 @@ func unwrapPathErr(err error) error {
 	return err
 }
 
-// open connects (retrying for connectTimeout) and, if migrate is set,
-// migrates the schema.
-func (o *dbOptions) open(ctx context.Context, dsn model.DSN, migrate bool, log *slog.Logger) (*gorm.DB, error) {
-	db, err := model.OpenWith(ctx, dsn, model.OpenOptions{Wait: o.connectTimeout, Log: log, Limits: o.limits})
+// open connects, retrying for connectTimeout.
+func (o *dbOptions) open(ctx context.Context, dsn model.DSN, log *slog.Logger) (*gorm.DB, error) {
+	return model.OpenWith(ctx, dsn, model.OpenOptions{Wait: o.connectTimeout, Log: log, Limits: o.limits})
+}
+
+// openMigrated connects and migrates the ledger and the tables of defs.
+func (o *dbOptions) openMigrated(ctx context.Context, dsn model.DSN, defs []jobs.Definition, log *slog.Logger) (*gorm.DB, error) {
+	db, err := o.open(ctx, dsn, log)
 	if err != nil {
 		return nil, err
 	}
-	if migrate {
-		if err := model.Migrate(ctx, db); err != nil {
-			_ = model.Close(db)
-			return nil, fmt.Errorf("migrate %s: %w", dsn, dsn.Scrub(err))
-		}
+	if err := jobs.Migrate(ctx, db, defs); err != nil {
+		_ = model.Close(db)
+		return nil, fmt.Errorf("migrate %s: %w", dsn, dsn.Scrub(err))
 	}
 	return db, nil
 }
@@ -110,64 +112,7 @@ func (o *dbOptions) openExisting(ctx context.Context, dsn model.DSN, log *slog.L
 			return nil, usagef("cannot read the database %s: %v", dsn.Path, unwrapPathErr(err))
 		}
 	}
-	return o.open(ctx, dsn.NoCreate(), false, log)
-}
-
-// scheduleOptions select the time zone and the jobs' schedules.
-type scheduleOptions struct {
-	timezone  string
-	schedules []string
-}
-
-func (o *scheduleOptions) addFlags(fs *pflag.FlagSet, withSchedules bool) {
-	fs.StringVar(&o.timezone, "timezone", "", "IANA time zone of the schedules and of the dates jobs write (default: the local zone, honouring TZ)")
-	if withSchedules {
-		fs.StringArrayVar(&o.schedules, "schedule", nil, "JOB=EXPR: a job's cron schedule, 5 or 6 fields (seconds optional) or a descriptor like @daily; repeatable (default daily-stats=50 0 0 * * *)")
-	}
-}
-
-func (o *scheduleOptions) location() (*time.Location, error) {
-	if o.timezone == "" {
-		return time.Local, nil
-	}
-	loc, err := time.LoadLocation(o.timezone)
-	if err != nil || strings.EqualFold(o.timezone, "local") {
-		return nil, usagef("--timezone %q is not a known time zone: use an IANA name such as UTC, Europe/Berlin or Asia/Shanghai", o.timezone)
-	}
-	return loc, nil
-}
-
-// resolve parses the zone and the schedules of every built-in job.
-func (o *scheduleOptions) resolve() (*time.Location, jobs.Registry, map[string]*jobs.Schedule, error) {
-	loc, err := o.location()
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	reg := jobs.Builtin(loc)
-	exprs := map[string]string{}
-	for name, j := range reg {
-		exprs[name] = j.DefaultSchedule()
-	}
-	for _, s := range o.schedules {
-		name, expr, ok := strings.Cut(s, "=")
-		name = strings.TrimSpace(name)
-		if !ok || name == "" {
-			return nil, nil, nil, usagef("--schedule %q is not JOB=EXPR: write it like --schedule 'daily-stats=50 0 0 * * *'", s)
-		}
-		if reg[name] == nil {
-			return nil, nil, nil, usagef("--schedule names unknown job %q: known jobs are %s", name, strings.Join(reg.Names(), ", "))
-		}
-		exprs[name] = expr
-	}
-	scheds := map[string]*jobs.Schedule{}
-	for name, expr := range exprs {
-		s, err := jobs.ParseSchedule(expr, loc)
-		if err != nil {
-			return nil, nil, nil, usagef("--schedule %s: %v", name, err)
-		}
-		scheds[name] = s
-	}
-	return loc, reg, scheds, nil
+	return o.open(ctx, dsn.NoCreate(), log)
 }
 
 // positive checks that every named duration is above zero.

@@ -22,7 +22,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/leasecron/leasecron/internal/metrics"
+	"github.com/leasecron/leasecron/pkg/metrics"
 	"github.com/leasecron/leasecron/pkg/jobs"
 	"github.com/leasecron/leasecron/pkg/leader"
 	"github.com/leasecron/leasecron/pkg/model"
@@ -32,9 +32,9 @@ const saNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace
 
 // runOptions are the flags of `leasecron run`.
 type runOptions struct {
-	db    dbOptions
-	sched scheduleOptions
-	log   logOptions
+	db   dbOptions
+	jobs jobsOptions
+	log  logOptions
 
 	mode           string
 	lockFile       string
@@ -56,7 +56,7 @@ type runOptions struct {
 
 func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	o.db.addFlags(fs)
-	o.sched.addFlags(fs, true)
+	o.jobs.addFlags(fs, true)
 	o.log.addFlags(fs)
 	fs.StringVar(&o.mode, "mode", "auto", "leader election: lease (Kubernetes Lease), filelock (one host only), or auto (lease in a cluster or with --kubeconfig, else filelock)")
 	fs.StringVar(&o.lockFile, "lock-file", "leasecron.lock", "filelock mode: the lock file; every process sharing it must run on this host")
@@ -205,10 +205,6 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 	if err != nil {
 		return err
 	}
-	_, reg, scheds, err := o.sched.resolve()
-	if err != nil {
-		return err
-	}
 	if err := positive(map[string]time.Duration{
 		"catch-up-window": o.catchUpWindow, "job-timeout": o.jobTimeout, "shutdown-grace-period": o.shutdownGrace,
 		"database-lost-timeout": o.dbLostTimeout,
@@ -217,6 +213,14 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 	}
 	if o.catchUpLimit < 0 {
 		return usagef("--catch-up-limit must be 0 or more (got %d)", o.catchUpLimit)
+	}
+	o.jobs.defaults = jobs.Policy{CatchUpWindow: o.catchUpWindow, CatchUpLimit: o.catchUpLimit, Timeout: o.jobTimeout}
+	if o.catchUpLimit == 0 {
+		o.jobs.defaults.CatchUpLimit = -1 // disabled
+	}
+	set, err := o.jobs.load(dsn.Dialect)
+	if err != nil {
+		return err
 	}
 	if _, _, err := net.SplitHostPort(o.httpAddr); err != nil {
 		return usagef("--http-addr %q is not HOST:PORT (for example :8080, or 127.0.0.1:0 for a free port)", o.httpAddr)
@@ -243,30 +247,31 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 	// locks on the server for hours: the server ends such a session after
 	// a lease duration idle, and any statement after the job timeout.
 	o.db.limits = model.SessionLimits{IdleInTransaction: o.leaseDuration, Statement: o.jobTimeout}
-	db, err := o.db.open(ctx, dsn, true, log)
+	db, err := o.db.openMigrated(ctx, dsn, set.defs, log)
 	if err != nil {
 		return err
 	}
 	defer model.Close(db)
 
-	reg2 := prometheus.NewRegistry()
-	m := metrics.New(reg2)
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
 	elector, err := o.elector(plan, identity, log)
 	if err != nil {
 		return err
 	}
 
-	sched, err := jobs.New(db, identity, jobs.Options{
-		Jobs: reg, Schedules: scheds,
-		CatchUpWindow: o.catchUpWindow, CatchUpLimit: o.catchUpLimit,
-		JobTimeout: o.jobTimeout, ShutdownGrace: o.shutdownGrace,
-		Log: log, Metrics: m,
-	})
+	sched, err := jobs.New(db, identity, set.defs, jobs.Options{ShutdownGrace: o.shutdownGrace, Log: log, Metrics: m})
 	if err != nil {
 		return err
 	}
+	m.JobsLoaded.Set(float64(len(set.defs)))
+	log.Info("jobs loaded", "jobs", len(set.defs), "names", set.names())
+	if o.jobs.jobsFile != "" {
+		w := &jobsWatcher{opts: &o.jobs, dialect: dsn.Dialect, sched: sched, db: db, last: set.fileSum, metrics: m, log: log, scrub: dsn.Scrub}
+		go w.watch(ctx, jobsFilePoll)
+	}
 
-	srv := &http.Server{Handler: o.handler(db, elector, reg2), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: o.handler(db, elector, reg), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server stopped", "err", err)
@@ -279,40 +284,26 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 		_ = srv.Shutdown(sctx)
 	}()
 
-	lead := func(leaderCtx context.Context) error {
-		m.Leader.Set(1)
-		m.Transitions.Inc()
-		defer m.Leader.Set(0)
-		leadCtx, stop := context.WithCancelCause(leaderCtx)
-		defer stop(nil)
-		fence, err := beginTerm(leadCtx, ctx, sched.Ledger(), elector.Scope(), o.dbLostTimeout, dsn.Scrub, log)
-		if err != nil || fence.Manual() {
-			return err // lost, shutting down before the term began, or no database
-		}
-		log.Info("leading", "scope", elector.Scope(), "term", fence.Term)
-		go watchDatabase(leadCtx, db, o.dbLostTimeout, stop, dsn.Scrub, log)
-		err = sched.Lead(leadCtx, ctx.Done(), fence)
-		log.Info("stopped leading", "term", fence.Term)
-		return err
+	ro := jobs.RunOptions{
+		DatabaseLostTimeout: o.dbLostTimeout, Scrub: dsn.Scrub,
+		OnLead: func(leading bool) {
+			if leading {
+				m.Leader.Set(1)
+				m.Transitions.Inc()
+			} else {
+				m.Leader.Set(0)
+			}
+		},
 	}
-	for {
-		err = elector.Run(ctx, lead)
-		if o.mode != "filelock" || !errors.Is(err, errDatabaseLost) || ctx.Err() != nil {
-			break
-		}
-		// The lock is released: let a process that can reach the database
-		// take it before this one asks again.
-		log.Error("let go of the file lock: this process cannot reach the database", "err", err, "retry_in", filelockRejoin)
-		select {
-		case <-ctx.Done():
-		case <-time.After(filelockRejoin):
-		}
+	if o.mode == "filelock" {
+		ro.Rejoin = filelockRejoin // release the lock and wait; a Pod restarts instead
 	}
+	err = sched.Run(ctx, elector, ro)
 	switch {
 	case errors.Is(err, leader.ErrLeadershipLost), errors.Is(err, jobs.ErrFenced):
 		log.Error("exiting: this process no longer leads", "err", err)
 		return errReported
-	case errors.Is(err, errDatabaseLost):
+	case errors.Is(err, jobs.ErrDatabaseLost):
 		log.Error("exiting: let go of leadership, this process cannot reach the database", "err", err)
 		return errReported
 	case err != nil:
@@ -323,77 +314,9 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 	return nil
 }
 
-// errDatabaseLost ends leadership when the database has been out of reach
-// for --database-lost-timeout.
-var errDatabaseLost = errors.New("database out of reach")
-
 // filelockRejoin is how long a process that let go of the file lock for want
 // of a database waits before it asks for the lock again.
 const filelockRejoin = time.Second
-
-// beginTerm takes a new leadership term, retrying while the database fails,
-// until leadership is lost, shutdown begins (both cancel a BeginTerm under
-// way; shutdown returns the zero fence) or lostAfter has passed without a
-// term (errDatabaseLost).
-func beginTerm(leaderCtx, shutdown context.Context, l *jobs.Ledger, scope string, lostAfter time.Duration, scrub func(error) error, log *slog.Logger) (jobs.Fence, error) {
-	ctx, cancel := context.WithCancel(leaderCtx)
-	defer cancel()
-	defer context.AfterFunc(shutdown, cancel)()
-	giveUp := time.Now().Add(lostAfter)
-	backoff := 250 * time.Millisecond
-	for {
-		fence, err := l.BeginTerm(ctx, scope)
-		if err == nil {
-			return fence, nil
-		}
-		err = scrub(err)
-		switch {
-		case leaderCtx.Err() != nil:
-			return jobs.Fence{}, leaderCtx.Err()
-		case shutdown.Err() != nil:
-			return jobs.Fence{}, nil // the zero (manual) fence: nothing to lead
-		case !time.Now().Add(backoff).Before(giveUp):
-			return jobs.Fence{}, fmt.Errorf("%w: no leadership term after %s: %w", errDatabaseLost, lostAfter, err)
-		}
-		log.Warn("cannot begin a leadership term, retrying", "retry_in", backoff, "err", err)
-		select {
-		case <-ctx.Done():
-			continue // the next BeginTerm fails at once and says which
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
-}
-
-// watchDatabase pings the database while this process leads and, once no
-// ping has succeeded for lostAfter, ends leadership with errDatabaseLost.
-func watchDatabase(ctx context.Context, db *gorm.DB, lostAfter time.Duration, stop context.CancelCauseFunc, scrub func(error) error, log *slog.Logger) {
-	every := max(min(lostAfter/4, 5*time.Second), 10*time.Millisecond)
-	lastOK := time.Now()
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		pctx, cancel := context.WithTimeout(ctx, every)
-		err := scrub(model.Ping(pctx, db))
-		cancel()
-		switch {
-		case err == nil:
-			lastOK = time.Now()
-		case ctx.Err() != nil:
-			return
-		case time.Since(lastOK) >= lostAfter:
-			stop(fmt.Errorf("%w: no answer for %s: %w", errDatabaseLost, time.Since(lastOK).Round(time.Second), err))
-			return
-		default:
-			log.Warn("leader cannot reach the database", "since", time.Since(lastOK).Round(time.Second), "gives_up_after", lostAfter, "err", err)
-		}
-	}
-}
 
 func unwrapOpErr(err error) error {
 	var oe *net.OpError

@@ -110,7 +110,7 @@ func planDedupe(tx *gorm.DB, s Stat) (DedupeReport, error) {
 func applyDedupe(tx *gorm.DB, s Stat, r DedupeReport) error {
 	t, c := model.Quote(tx, s.Table), model.Quote(tx, s.CountColumn)
 	intType := "INTEGER" // PostgreSQL would otherwise type the CASE's parameters as text
-	if tx.Dialector.Name() == MySQL {
+	if tx.Dialector.Name() == model.MySQL {
 		intType = "SIGNED"
 	}
 	var changed []Merge

@@ -14,7 +14,7 @@ import (
 	"gorm.io/gorm"
 	clocktesting "k8s.io/utils/clock/testing"
 
-	"github.com/leasecron/leasecron/internal/metrics"
+	"github.com/leasecron/leasecron/pkg/metrics"
 	"github.com/leasecron/leasecron/internal/testenv"
 	"github.com/leasecron/leasecron/pkg/model"
 )

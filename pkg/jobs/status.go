@@ -49,3 +49,15 @@ func Unsucceeded(ctx context.Context, db *gorm.DB, def Definition, from, to time
 	}
 	return missing, nil
 }
+
+// FirstSlot returns the earliest slot of job in the ledger.
+func FirstSlot(ctx context.Context, db *gorm.DB, job string) (time.Time, bool, error) {
+	var runs []JobRun
+	if err := db.WithContext(ctx).Where("job = ?", job).Order("slot").Limit(1).Find(&runs).Error; err != nil {
+		return time.Time{}, false, fmt.Errorf("read ledger of %s: %w", job, err)
+	}
+	if len(runs) == 0 {
+		return time.Time{}, false, nil
+	}
+	return runs[0].Slot.UTC(), true, nil
+}

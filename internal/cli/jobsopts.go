@@ -1,0 +1,158 @@
+package cli
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/leasecron/leasecron/pkg/dailystats"
+	"github.com/leasecron/leasecron/pkg/jobs"
+	"github.com/leasecron/leasecron/pkg/spec"
+)
+
+// catalog is the kinds this binary runs.
+func catalog() *spec.Catalog {
+	return spec.NewCatalog(dailystats.Kind{})
+}
+
+// jobsOptions say which jobs run, in which zone, with which defaults.
+type jobsOptions struct {
+	timezone  string
+	schedules []string
+	jobsFile  string
+	// policy defaults, set by commands that have the flags
+	defaults jobs.Policy
+}
+
+func (o *jobsOptions) addFlags(fs *pflag.FlagSet, withJobs bool) {
+	fs.StringVar(&o.timezone, "timezone", "", "IANA time zone of the schedules and of the dates jobs write, for jobs that name none (default: the local zone, honouring TZ)")
+	if withJobs {
+		fs.StringVar(&o.jobsFile, "jobs-file", "", "YAML file of ScheduledJob documents to run (watched by run: edits apply without a restart); without it, the built-in daily-stats job runs")
+		fs.StringArrayVar(&o.schedules, "schedule", nil, "daily-stats=EXPR: the built-in daily-stats job's cron schedule, 5 or 6 fields (seconds optional) or a descriptor like @daily (default daily-stats=50 0 0 * * *; with --jobs-file, giving it adds the job)")
+	}
+}
+
+func (o *jobsOptions) location() (*time.Location, error) {
+	if o.timezone == "" {
+		return time.Local, nil
+	}
+	loc, err := time.LoadLocation(o.timezone)
+	if err != nil || strings.EqualFold(o.timezone, "local") {
+		return nil, usagef("--timezone %q is not a known time zone: use an IANA name such as UTC, Europe/Berlin or Asia/Shanghai", o.timezone)
+	}
+	return loc, nil
+}
+
+// flagJobs returns the jobs the flags define themselves: daily-stats, when
+// no jobs file is given or --schedule names it.
+func (o *jobsOptions) flagJobs() ([]spec.ScheduledJob, error) {
+	expr, given := dailystats.DefaultSchedule, false
+	for _, s := range o.schedules {
+		name, e, ok := strings.Cut(s, "=")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" {
+			return nil, usagef("--schedule %q is not JOB=EXPR: write it like --schedule 'daily-stats=50 0 0 * * *'", s)
+		}
+		if name != dailystats.Name {
+			return nil, usagef("--schedule names unknown job %q: --schedule sets only %s; define other jobs in --jobs-file", name, dailystats.Name)
+		}
+		expr, given = e, true
+	}
+	if o.jobsFile != "" && !given {
+		return nil, nil
+	}
+	return []spec.ScheduledJob{dailystats.Spec(expr)}, nil
+}
+
+// jobSet is a loaded, valid set of jobs.
+type jobSet struct {
+	loc  *time.Location
+	defs []jobs.Definition
+	// fileSum identifies the jobs file's content the set was built from.
+	fileSum [sha256.Size]byte
+}
+
+// find returns the definition of name.
+func (s *jobSet) find(name string) (jobs.Definition, bool) {
+	for _, d := range s.defs {
+		if d.Name == name {
+			return d, true
+		}
+	}
+	return jobs.Definition{}, false
+}
+
+func (s *jobSet) names() string {
+	n := make([]string, len(s.defs))
+	for i, d := range s.defs {
+		n[i] = d.Name
+	}
+	return strings.Join(n, ", ")
+}
+
+// load reads the jobs file (if any) and the flags' jobs and builds them for
+// a ledger of dialect. Every problem is a usage error, one line each.
+func (o *jobsOptions) load(dialect string) (*jobSet, error) {
+	loc, err := o.location()
+	if err != nil {
+		return nil, err
+	}
+	list, err := o.flagJobs()
+	if err != nil {
+		return nil, err
+	}
+	set := &jobSet{loc: loc}
+	if o.jobsFile != "" {
+		b, err := os.ReadFile(o.jobsFile)
+		if err != nil {
+			return nil, usagef("cannot read --jobs-file %s: %v", o.jobsFile, unwrapPathErr(err))
+		}
+		set.fileSum = sha256.Sum256(b)
+		fromFile, err := spec.Load(strings.NewReader(string(b)), o.jobsFile)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		list = append(fromFile, list...)
+	}
+	defs, err := catalog().Definitions(list, spec.Env{Location: loc, Defaults: o.defaults, Dialect: dialect})
+	if err != nil {
+		return nil, usageError{o.explain(err)}
+	}
+	set.defs = defs
+	return set, nil
+}
+
+// explain puts each problem on its own line with its source: the jobs file,
+// or the flag for the job a flag defines.
+func (o *jobsOptions) explain(err error) error {
+	var lines []string
+	for _, e := range unjoin(err) {
+		var fe *spec.FieldError
+		switch {
+		case errors.As(e, &fe) && fe.Job == dailystats.Name && fe.Field == "spec.schedule" && len(o.schedules) > 0:
+			lines = append(lines, fmt.Sprintf("--schedule %s: %s", dailystats.Name, fe.Msg))
+		case o.jobsFile != "":
+			lines = append(lines, fmt.Sprintf("%s: %v", o.jobsFile, e))
+		default:
+			lines = append(lines, e.Error())
+		}
+	}
+	return errors.New(strings.Join(lines, "\n"))
+}
+
+// unjoin flattens errors.Join trees.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, unjoin(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
