@@ -16,8 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/leasecron/leasecron/pkg/metrics"
 	"github.com/leasecron/leasecron/internal/testenv"
+	"github.com/leasecron/leasecron/pkg/dailystats"
+	"github.com/leasecron/leasecron/pkg/jobs"
+	"github.com/leasecron/leasecron/pkg/metrics"
 	"github.com/leasecron/leasecron/pkg/model"
 )
 
@@ -207,7 +209,7 @@ func checkExactlyOnce(t *testing.T, raw string) {
 		t.Fatal(err)
 	}
 	defer model.Close(db)
-	var runs []model.JobRun
+	var runs []jobs.JobRun
 	if err := db.Order("slot").Find(&runs).Error; err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +217,7 @@ func checkExactlyOnce(t *testing.T, raw string) {
 		t.Fatalf("only %d slots ran", len(runs))
 	}
 	for i, r := range runs {
-		if r.Status != model.StatusSucceeded {
+		if r.Status != jobs.StatusSucceeded {
 			t.Errorf("slot %s is %s (%s)", r.Slot, r.Status, r.Error)
 		}
 		if i > 0 {
@@ -228,7 +230,7 @@ func checkExactlyOnce(t *testing.T, raw string) {
 	for _, r := range runs {
 		dates[model.DateOf(r.Slot.UTC())] = true
 	}
-	for _, s := range model.Stats() {
+	for _, s := range dailystats.Stats() {
 		var rows []struct {
 			Date model.Date
 			N    int64
@@ -248,7 +250,7 @@ func checkExactlyOnce(t *testing.T, raw string) {
 	t.Logf("%d slots, each exactly once; holders: %s", len(runs), holders(runs))
 }
 
-func holders(runs []model.JobRun) string {
+func holders(runs []jobs.JobRun) string {
 	seen := map[string]int{}
 	for _, r := range runs {
 		seen[r.Holder]++

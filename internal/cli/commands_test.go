@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/leasecron/leasecron/internal/testenv"
+	"github.com/leasecron/leasecron/pkg/dailystats"
 	"github.com/leasecron/leasecron/pkg/model"
 )
 
@@ -125,7 +126,7 @@ func loadLegacy(t *testing.T, raw string, days, copies int) {
 			t.Fatalf("%s: %v", stmt, err)
 		}
 	}
-	for _, s := range model.Stats() {
+	for _, s := range dailystats.Stats() {
 		var vals []string
 		for d := 0; d < days; d++ {
 			for c := 0; c < copies; c++ {

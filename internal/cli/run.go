@@ -22,9 +22,9 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/leasecron/leasecron/pkg/metrics"
 	"github.com/leasecron/leasecron/pkg/jobs"
 	"github.com/leasecron/leasecron/pkg/leader"
+	"github.com/leasecron/leasecron/pkg/metrics"
 	"github.com/leasecron/leasecron/pkg/model"
 )
 

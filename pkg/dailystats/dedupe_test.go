@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/leasecron/leasecron/internal/testenv"
+	"github.com/leasecron/leasecron/pkg/model"
 )
 
 // TestDedupeLegacyDuplicates: the old lock-file setup wrote six rows per date.
@@ -21,10 +22,10 @@ func TestDedupeLegacyDuplicates(t *testing.T) {
 			ctx := context.Background()
 			db := open(t, d)
 			legacySchema(t, db, d)
-			first := Date{2020, 1, 1}
-			var want = map[string]map[Date]int64{}
+			first := model.Date{Year: 2020, Month: 1, Day: 1}
+			var want = map[string]map[model.Date]int64{}
 			for _, s := range Stats() {
-				want[s.Table] = map[Date]int64{}
+				want[s.Table] = map[model.Date]int64{}
 				var vals []string
 				for i := 0; i < dates; i++ {
 					day := first.AddDays(i)
@@ -43,7 +44,7 @@ func TestDedupeLegacyDuplicates(t *testing.T) {
 				}
 			}
 			var dup *DuplicateDatesError
-			if err := Migrate(ctx, db); !errors.As(err, &dup) || !strings.Contains(err.Error(), "leasecron dedupe") {
+			if err := migrateAll(ctx, db); !errors.As(err, &dup) || !strings.Contains(err.Error(), "leasecron dedupe") {
 				t.Fatalf("migrate before dedupe = %v, want a DuplicateDatesError naming dedupe", err)
 			}
 
@@ -73,7 +74,7 @@ func TestDedupeLegacyDuplicates(t *testing.T) {
 			for _, s := range Stats() {
 				var rows []struct {
 					ID    int64
-					Date  Date
+					Date  model.Date
 					Count *int64
 				}
 				if err := db.Raw("SELECT id, date, " + s.CountColumn + " AS count FROM " + s.Table + " WHERE date IS NOT NULL ORDER BY date").Scan(&rows).Error; err != nil {
@@ -96,7 +97,7 @@ func TestDedupeLegacyDuplicates(t *testing.T) {
 				}
 			}
 
-			if err := Migrate(ctx, db); err != nil {
+			if err := migrateAll(ctx, db); err != nil {
 				t.Fatalf("migrate after dedupe: %v", err)
 			}
 			reports, err := Verify(ctx, db, first, first.AddDays(dates-1))

@@ -10,21 +10,23 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/leasecron/leasecron/internal/testenv"
+	"github.com/leasecron/leasecron/pkg/jobs"
+	"github.com/leasecron/leasecron/pkg/model"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 func open(t *testing.T, dialect string) *gorm.DB {
 	t.Helper()
-	dsn, err := ParseDSN(testenv.DSN(t, dialect))
+	dsn, err := model.ParseDSN(testenv.DSN(t, dialect))
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := Open(context.Background(), dsn, 10*time.Second, nil)
+	db, err := model.Open(context.Background(), dsn, 10*time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = Close(db) })
+	t.Cleanup(func() { _ = model.Close(db) })
 	return db
 }
 
@@ -58,7 +60,7 @@ func TestMigrateFreshAndIdempotent(t *testing.T) {
 			db := open(t, d)
 			ctx := context.Background()
 			for i := 0; i < 2; i++ {
-				if err := Migrate(ctx, db); err != nil {
+				if err := migrateAll(ctx, db); err != nil {
 					t.Fatalf("migrate #%d: %v", i+1, err)
 				}
 			}
@@ -67,7 +69,7 @@ func TestMigrateFreshAndIdempotent(t *testing.T) {
 					t.Errorf("%s lacks its unique key on date", s.Table)
 				}
 			}
-			if !db.Migrator().HasIndex(&JobRun{}, "uk_job_runs_job_slot") {
+			if !db.Migrator().HasIndex(&jobs.JobRun{}, "uk_job_runs_job_slot") {
 				t.Error("job_runs lacks its unique key")
 			}
 		})
@@ -83,7 +85,7 @@ func TestMigrateAdoptsLegacyTables(t *testing.T) {
 			if err := db.Exec("INSERT INTO visit_statistics (date, times) VALUES ('2020-05-01', 7), (NULL, NULL)").Error; err != nil {
 				t.Fatal(err)
 			}
-			if err := Migrate(context.Background(), db); err != nil {
+			if err := migrateAll(context.Background(), db); err != nil {
 				t.Fatalf("migrate legacy: %v", err)
 			}
 			if !db.Migrator().HasIndex(&VisitStatistics{}, "uk_visit_statistics_date") {
@@ -116,7 +118,7 @@ func TestMigrateRefusesDuplicateDates(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			err := Migrate(context.Background(), db)
+			err := migrateAll(context.Background(), db)
 			var dup *DuplicateDatesError
 			if !errors.As(err, &dup) || dup.Table != "like_statistics" || dup.Dates != 2 {
 				t.Fatalf("Migrate = %v, want a DuplicateDatesError for 2 dates in like_statistics", err)
@@ -124,7 +126,7 @@ func TestMigrateRefusesDuplicateDates(t *testing.T) {
 			if !strings.Contains(err.Error(), "leasecron verify") {
 				t.Errorf("message does not name verify: %v", err)
 			}
-			reports, err := Verify(context.Background(), db, Date{2021, 1, 1}, Date{2021, 1, 3})
+			reports, err := Verify(context.Background(), db, model.Date{Year: 2021, Month: 1, Day: 1}, model.Date{Year: 2021, Month: 1, Day: 3})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -132,7 +134,7 @@ func TestMigrateRefusesDuplicateDates(t *testing.T) {
 				if r.Table != "like_statistics" {
 					continue
 				}
-				if len(r.Duplicates) != 2 || r.Duplicates[0].Count != 6 || len(r.Missing) != 1 || r.Missing[0] != (Date{2021, 1, 3}) {
+				if len(r.Duplicates) != 2 || r.Duplicates[0].Count != 6 || len(r.Missing) != 1 || r.Missing[0] != (model.Date{Year: 2021, Month: 1, Day: 3}) {
 					t.Fatalf("verify like_statistics = %+v", r)
 				}
 			}
@@ -148,20 +150,20 @@ func TestConcurrentMigrations(t *testing.T) {
 		t.Run(d, func(t *testing.T) {
 			ctx := context.Background()
 			for round := 0; round < rounds; round++ {
-				dsn, err := ParseDSN(testenv.DSN(t, d)) // a fresh, empty database
+				dsn, err := model.ParseDSN(testenv.DSN(t, d)) // a fresh, empty database
 				if err != nil {
 					t.Fatal(err)
 				}
 				start, errs := make(chan struct{}), make(chan error, processes)
 				for i := 0; i < processes; i++ {
-					db, err := Open(ctx, dsn, 10*time.Second, nil)
+					db, err := model.Open(ctx, dsn, 10*time.Second, nil)
 					if err != nil {
 						t.Fatal(err)
 					}
-					t.Cleanup(func() { _ = Close(db) })
+					t.Cleanup(func() { _ = model.Close(db) })
 					go func() {
 						<-start
-						errs <- Migrate(ctx, db)
+						errs <- migrateAll(ctx, db)
 					}()
 				}
 				close(start)
@@ -173,4 +175,10 @@ func TestConcurrentMigrations(t *testing.T) {
 			}
 		})
 	}
+}
+
+// migrateAll migrates the ledger and the four tables, as `leasecron migrate`
+// does for the daily-stats job.
+func migrateAll(ctx context.Context, db *gorm.DB) error {
+	return jobs.Migrate(ctx, db, []jobs.Definition{{Name: Name, Work: Job{}}})
 }

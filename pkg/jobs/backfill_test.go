@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"gorm.io/gorm"
-
-	"github.com/leasecron/leasecron/pkg/model"
 )
 
 // TestRunSlotsBatches: a backfill of more than one batch writes every date
@@ -16,10 +14,9 @@ import (
 func TestRunSlotsBatches(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
 		ctx := context.Background()
-		job := &DailyStats{Location: time.UTC}
-		s, err := New(db, "backfill", Options{
-			Jobs: Registry{job.Name(): job}, Schedules: map[string]*Schedule{job.Name(): mustSchedule(t, job.DefaultSchedule(), time.UTC)},
-			Log: quietLog(), RetryBase: time.Millisecond, RetryMax: time.Millisecond,
+		job := def(t, "stamp", "50 0 0 * * *", time.UTC, stampJob{})
+		s, err := New(db, "backfill", []Definition{job}, Options{
+			Log: quietLog(), Defaults: Policy{RetryInitial: time.Millisecond, RetryMax: time.Millisecond},
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -29,47 +26,45 @@ func TestRunSlotsBatches(t *testing.T) {
 		for i := 0; i < BatchSize+50; i++ {
 			slots = append(slots, first.AddDate(0, 0, i))
 		}
-		seed(t, db, job.Name(), slots[3]) // done before: skipped
-		failedAt := slots[BatchSize+10]   // failed before: the second batch falls back
+		seed(t, db, job.Name, slots[3]) // done before: skipped
+		failedAt := slots[BatchSize+10] // failed before: the second batch falls back
 		now := failedAt
-		if err := db.Create(&model.JobRun{Job: job.Name(), Slot: failedAt, Status: model.StatusFailed, Holder: "earlier", Attempts: 1, StartedAt: &now, FinishedAt: &now, Error: "boom"}).Error; err != nil {
+		if err := db.Create(&JobRun{Job: job.Name, Slot: failedAt, Status: StatusFailed, Holder: "earlier", Attempts: 1, StartedAt: &now, FinishedAt: &now, Error: "boom"}).Error; err != nil {
 			t.Fatal(err)
 		}
 
-		counts, err := s.RunSlots(ctx, Fence{}, job.Name(), slots, time.Now().Add(time.Minute))
+		counts, err := s.RunSlots(ctx, Fence{}, job.Name, slots, time.Now().Add(time.Minute))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if counts[Succeeded] != len(slots)-1 || counts[Skipped] != 1 || counts[Failed] != 0 {
 			t.Fatalf("outcomes %v, want %d succeeded and 1 skipped", counts, len(slots)-1)
 		}
-		rs := runs(t, db, job.Name())
+		rs := runs(t, db, job.Name)
 		if len(rs) != len(slots) {
 			t.Fatalf("ledger has %d rows, want %d", len(rs), len(slots))
 		}
 		for i, r := range rs {
-			if !r.Slot.Equal(slots[i]) || r.Status != model.StatusSucceeded {
+			if !r.Slot.Equal(slots[i]) || r.Status != StatusSucceeded {
 				t.Fatalf("ledger row %d = %s %s, want %s succeeded", i, r.Slot, r.Status, slots[i])
 			}
 			if r.Slot.Equal(failedAt) && r.Attempts != 2 {
 				t.Errorf("the failed slot was retried with %d attempts in all, want 2", r.Attempts)
 			}
 		}
-		for _, st := range model.Stats() {
-			var n, dates int64
-			if err := db.Table(st.Table).Count(&n).Error; err != nil {
-				t.Fatal(err)
-			}
-			if err := db.Table(st.Table).Distinct("date").Count(&dates).Error; err != nil {
-				t.Fatal(err)
-			}
-			// The seeded slot wrote no rows: only its ledger row exists.
-			if n != int64(len(slots)-1) || dates != n {
-				t.Errorf("%s has %d rows for %d dates, want %d", st.Table, n, dates, len(slots)-1)
-			}
+		var n, dates int64
+		if err := db.Model(&stamp{}).Count(&n).Error; err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Model(&stamp{}).Distinct("date").Count(&dates).Error; err != nil {
+			t.Fatal(err)
+		}
+		// The seeded slot wrote no rows: only its ledger row exists.
+		if n != int64(len(slots)-1) || dates != n {
+			t.Errorf("stamps has %d rows for %d dates, want %d", n, dates, len(slots)-1)
 		}
 
-		again, err := s.RunSlots(ctx, Fence{}, job.Name(), slots, time.Now().Add(time.Minute))
+		again, err := s.RunSlots(ctx, Fence{}, job.Name, slots, time.Now().Add(time.Minute))
 		if err != nil || again[Skipped] != len(slots) {
 			t.Fatalf("second run = %v, %v; want every slot skipped", again, err)
 		}

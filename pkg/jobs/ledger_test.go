@@ -38,8 +38,9 @@ func TestBeginTermIsMonotonic(t *testing.T) {
 func TestStaleFenceLoses(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
 		ctx := context.Background()
-		job := &DailyStats{Location: time.UTC}
+		job := def(t, "stamp", "50 0 0 * * *", time.UTC, stampJob{})
 		slot := time.Date(2026, 11, 24, 0, 0, 50, 0, time.UTC)
+		work := func(tx *gorm.DB) error { return stampJob{}.RunTx(ctx, tx, slotOf(job, slot, 1, Fence{})) }
 		date := model.DateOf(slot)
 		old, cur := NewLedger(db, "old"), NewLedger(db, "new")
 
@@ -47,40 +48,40 @@ func TestStaleFenceLoses(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if done, err := old.Claim(ctx, oldFence, job.Name(), slot); err != nil || done {
+		if done, err := old.Claim(ctx, oldFence, job.Name, slot); err != nil || done {
 			t.Fatalf("old Claim = %v, %v", done, err)
 		}
 		newFence, err := cur.BeginTerm(ctx, "s")
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = old.Complete(ctx, oldFence, job.Name(), slot, func(tx *gorm.DB) error { return job.Run(ctx, tx, slot) })
+		err = old.Complete(ctx, oldFence, job.Name, slot, work)
 		if !errors.Is(err, ErrFenced) {
 			t.Fatalf("stale Complete = %v, want ErrFenced", err)
 		}
-		if n := countRows(t, db, "contribute", date); n != 0 {
+		if n := stamps(t, db, date); n != 0 {
 			t.Fatalf("stale leader committed %d rows", n)
 		}
-		if _, err := old.Claim(ctx, oldFence, job.Name(), slot.Add(time.Hour)); !errors.Is(err, ErrFenced) {
+		if _, err := old.Claim(ctx, oldFence, job.Name, slot.Add(time.Hour)); !errors.Is(err, ErrFenced) {
 			t.Fatalf("stale Claim = %v, want ErrFenced", err)
 		}
 
 		// The new leader takes over the running row of the older fence.
-		if done, err := cur.Claim(ctx, newFence, job.Name(), slot); err != nil || done {
+		if done, err := cur.Claim(ctx, newFence, job.Name, slot); err != nil || done {
 			t.Fatalf("new Claim = %v, %v", done, err)
 		}
-		if err := cur.Complete(ctx, newFence, job.Name(), slot, func(tx *gorm.DB) error { return job.Run(ctx, tx, slot) }); err != nil {
+		if err := cur.Complete(ctx, newFence, job.Name, slot, work); err != nil {
 			t.Fatal(err)
 		}
-		rs := runs(t, db, job.Name())
-		if len(rs) != 1 || rs[0].Status != model.StatusSucceeded || rs[0].Fence != newFence.Term || rs[0].Holder != "new" || rs[0].Attempts != 2 {
+		rs := runs(t, db, job.Name)
+		if len(rs) != 1 || rs[0].Status != StatusSucceeded || rs[0].Fence != newFence.Term || rs[0].Holder != "new" || rs[0].Attempts != 2 {
 			t.Fatalf("ledger = %+v, want one succeeded row of the new fence after 2 attempts", rs)
 		}
 		// Done is done: a further claim, by anyone, skips.
-		if done, err := cur.Claim(ctx, newFence, job.Name(), slot); err != nil || !done {
+		if done, err := cur.Claim(ctx, newFence, job.Name, slot); err != nil || !done {
 			t.Fatalf("Claim of a succeeded slot = %v, %v; want done", done, err)
 		}
-		if done, err := NewLedger(db, "manual").Claim(ctx, Fence{}, job.Name(), slot); err != nil || !done {
+		if done, err := NewLedger(db, "manual").Claim(ctx, Fence{}, job.Name, slot); err != nil || !done {
 			t.Fatalf("manual Claim of a succeeded slot = %v, %v; want done", done, err)
 		}
 	})
@@ -108,12 +109,13 @@ func TestFailedAttemptRollsBackAndIsRecorded(t *testing.T) {
 		slot := time.Date(2026, 2, 1, 0, 0, 50, 0, time.UTC)
 		l := NewLedger(db, "a")
 		f, _ := l.BeginTerm(ctx, "s")
-		if _, err := l.Claim(ctx, f, DailyStatsName, slot); err != nil {
+		job := def(t, "stamp", "50 0 0 * * *", time.UTC, stampJob{})
+		if _, err := l.Claim(ctx, f, job.Name, slot); err != nil {
 			t.Fatal(err)
 		}
 		boom := errors.New("boom")
-		err := l.Complete(ctx, f, DailyStatsName, slot, func(tx *gorm.DB) error {
-			if err := (&DailyStats{Location: time.UTC}).Run(ctx, tx, slot); err != nil {
+		err := l.Complete(ctx, f, job.Name, slot, func(tx *gorm.DB) error {
+			if err := (stampJob{}).RunTx(ctx, tx, slotOf(job, slot, 1, f)); err != nil {
 				return err
 			}
 			return boom
@@ -121,51 +123,15 @@ func TestFailedAttemptRollsBackAndIsRecorded(t *testing.T) {
 		if !errors.Is(err, boom) {
 			t.Fatalf("Complete = %v, want boom", err)
 		}
-		if err := l.Fail(ctx, f, DailyStatsName, slot, err); err != nil {
+		if err := l.Fail(ctx, f, job.Name, slot, err); err != nil {
 			t.Fatal(err)
 		}
-		if n := countRows(t, db, "visit_statistics", model.DateOf(slot)); n != 0 {
+		if n := stamps(t, db, model.DateOf(slot)); n != 0 {
 			t.Fatalf("failed attempt left %d rows", n)
 		}
-		rs := runs(t, db, DailyStatsName)
-		if len(rs) != 1 || rs[0].Status != model.StatusFailed || rs[0].Error == "" {
+		rs := runs(t, db, job.Name)
+		if len(rs) != 1 || rs[0].Status != StatusFailed || rs[0].Error == "" {
 			t.Fatalf("ledger = %+v, want one failed row with its error", rs)
-		}
-	})
-}
-
-// 00:00:50 in Shanghai on the 24th is 16:00:50 UTC on the 23rd: the row must
-// carry the 24th on every dialect, whatever the server's zone.
-func TestDailyStatsWritesDateInZone(t *testing.T) {
-	sh, err := time.LoadLocation("Asia/Shanghai")
-	if err != nil {
-		t.Fatal(err)
-	}
-	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
-		ctx := context.Background()
-		job := &DailyStats{Location: sh}
-		slot := time.Date(2026, 11, 24, 0, 0, 50, 0, sh)
-		for i := 0; i < 2; i++ { // twice: insert-if-absent keeps one row
-			if err := db.Transaction(func(tx *gorm.DB) error { return job.Run(ctx, tx, slot) }); err != nil {
-				t.Fatal(err)
-			}
-		}
-		want := model.Date{Year: 2026, Month: 11, Day: 24}
-		for _, s := range model.Stats() {
-			if n := countRows(t, db, s.Table, want); n != 1 {
-				t.Errorf("%s holds %d rows for %s, want 1", s.Table, n, want)
-			}
-			var dates []model.Date
-			if err := db.Table(s.Table).Pluck("date", &dates).Error; err != nil {
-				t.Fatal(err)
-			}
-			if len(dates) != 1 || dates[0] != want {
-				t.Errorf("%s dates = %v, want [%s]", s.Table, dates, want)
-			}
-			var count int
-			if err := db.Table(s.Table).Select(s.CountColumn).Where("date = ?", want).Scan(&count).Error; err != nil || count != 0 {
-				t.Errorf("%s.%s = %d (%v), want 0", s.Table, s.CountColumn, count, err)
-			}
 		}
 	})
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/leasecron/leasecron/internal/testenv"
 	"github.com/leasecron/leasecron/pkg/model"
@@ -36,7 +37,10 @@ func openDB(t *testing.T, raw string) *gorm.DB {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = model.Close(db) })
-	if err := model.Migrate(ctx, db); err != nil {
+	if err := Migrate(ctx, db, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.AutoMigrate(&stamp{}); err != nil {
 		t.Fatal(err)
 	}
 	return db
@@ -46,20 +50,48 @@ func quietLog() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 }
 
-// countRows returns how many rows table holds for date.
-func countRows(t *testing.T, db *gorm.DB, table string, date model.Date) int64 {
+// stamp is a row of the stamps table that stampJob writes.
+type stamp struct {
+	Job  string `gorm:"primaryKey;size:64"`
+	Date string `gorm:"primaryKey;size:10"`
+}
+
+// stampJob writes its slot's date, in the job's zone, into the stamps table
+// in the ledger's transaction, insert-if-absent: a TxJob and a BatchTxJob.
+type stampJob struct{}
+
+func (j stampJob) RunTx(ctx context.Context, tx *gorm.DB, s Slot) error {
+	return j.RunTxBatch(ctx, tx, []Slot{s})
+}
+
+func (stampJob) RunTxBatch(ctx context.Context, tx *gorm.DB, ss []Slot) error {
+	rows := make([]stamp, len(ss))
+	for i, s := range ss {
+		rows[i] = stamp{Job: s.Job, Date: s.Date.String()}
+	}
+	return tx.WithContext(ctx).Clauses(clause.OnConflict{DoNothing: true}).Create(&rows).Error
+}
+
+// stamps returns how many stamps the database holds for date.
+func stamps(t *testing.T, db *gorm.DB, date model.Date) int64 {
 	t.Helper()
 	var n int64
-	if err := db.Table(table).Where("date = ?", date).Count(&n).Error; err != nil {
+	if err := db.Model(&stamp{}).Where("date = ?", date.String()).Count(&n).Error; err != nil {
 		t.Fatal(err)
 	}
 	return n
 }
 
-// runs returns the ledger rows of job, oldest slot first.
-func runs(t *testing.T, db *gorm.DB, job string) []model.JobRun {
+// def returns a definition of work on schedule expr in loc.
+func def(t *testing.T, name, expr string, loc *time.Location, work any) Definition {
 	t.Helper()
-	var rs []model.JobRun
+	return Definition{Name: name, Schedule: mustSchedule(t, expr, loc), Work: work}
+}
+
+// runs returns the ledger rows of job, oldest slot first.
+func runs(t *testing.T, db *gorm.DB, job string) []JobRun {
+	t.Helper()
+	var rs []JobRun
 	if err := db.Where("job = ?", job).Order("slot").Find(&rs).Error; err != nil {
 		t.Fatal(err)
 	}

@@ -7,12 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"gorm.io/gorm"
-
-	"github.com/leasecron/leasecron/pkg/metrics"
-	"github.com/leasecron/leasecron/pkg/model"
 )
 
 // TestLastSuccessFromLedgerWhenLeadershipStarts: a new leader whose job's
@@ -22,14 +17,14 @@ import (
 func TestLastSuccessFromLedgerWhenLeadershipStarts(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
 		p := newProbe()
-		h := newHarness(t, db, p, "0 0 0 * * *", time.UTC, minute(12, 0), nil)
+		h := newHarness(t, db, p.Name(), p, "0 0 0 * * *", time.UTC, minute(12, 0), nil)
 		done := minute(0, 0) // today's slot, run by an earlier leader; the next is tomorrow
 		seed(t, db, p.Name(), done.Add(-24*time.Hour))
 		seed(t, db, p.Name(), done)
 		_, stop := h.lead(t)
 		awaitWaiting(t, h.clock)
-		if got := testutil.ToFloat64(h.m.LastSuccess.WithLabelValues(p.Name())); got != float64(done.Unix()) {
-			t.Errorf("last success = %v, want %d (%s, from the ledger)", got, done.Unix(), done)
+		if got := h.m.lastSuccess(p.Name()); !got.Equal(done) {
+			t.Errorf("last success = %v, want %s (from the ledger)", got, done)
 		}
 		if err := stop(); err != nil {
 			t.Fatal(err)
@@ -54,10 +49,9 @@ func TestSlotsCountEachSlotOnce(t *testing.T) {
 			}
 			return nil
 		}
-		m := metrics.New(prometheus.NewRegistry())
-		s, err := New(db, "manual", Options{
-			Jobs: Registry{"probe": p}, Schedules: map[string]*Schedule{"probe": mustSchedule(t, "@daily", time.UTC)},
-			Log: quietLog(), RetryBase: time.Millisecond, RetryMax: 2 * time.Millisecond, Metrics: m,
+		m := newRecorder()
+		s, err := New(db, "manual", []Definition{def(t, "probe", "@daily", time.UTC, p)}, Options{
+			Log: quietLog(), Defaults: Policy{RetryInitial: time.Millisecond, RetryMax: 2 * time.Millisecond}, Metrics: m,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -76,22 +70,22 @@ func TestSlotsCountEachSlotOnce(t *testing.T) {
 		}
 
 		rs := runs(t, db, "probe")
-		if len(rs) != 2 || rs[0].Status != model.StatusSucceeded || rs[1].Status != model.StatusFailed || rs[1].Attempts < 2 {
+		if len(rs) != 2 || rs[0].Status != StatusSucceeded || rs[1].Status != StatusFailed || rs[1].Attempts < 2 {
 			t.Fatalf("ledger = %+v, want the first slot succeeded and the second failed after several attempts", rs)
 		}
 		failedAttempts := float64(rs[0].Attempts - 1 + rs[1].Attempts)
 		for _, c := range []struct {
 			name string
-			got  prometheus.Collector
+			key  string
 			want float64
 		}{
-			{"attempts failed", m.Runs.WithLabelValues("probe", metrics.ResultFailed), failedAttempts},
-			{"attempts succeeded", m.Runs.WithLabelValues("probe", metrics.ResultSucceeded), 1},
-			{"slots failed", m.Slots.WithLabelValues("probe", metrics.ResultFailed), 1},
-			{"slots succeeded", m.Slots.WithLabelValues("probe", metrics.ResultSucceeded), 1},
-			{"slots skipped", m.Slots.WithLabelValues("probe", metrics.ResultSkipped), 1},
+			{"attempts failed", "attempts/probe/failed", failedAttempts},
+			{"attempts succeeded", "attempts/probe/succeeded", 1},
+			{"slots failed", "slots/probe/failed", 1},
+			{"slots succeeded", "slots/probe/succeeded", 1},
+			{"slots skipped", "slots/probe/skipped", 1},
 		} {
-			if got := testutil.ToFloat64(c.got); got != c.want {
+			if got := m.get(c.key); got != c.want {
 				t.Errorf("%s = %v, want %v", c.name, got, c.want)
 			}
 		}

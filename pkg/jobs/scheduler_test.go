@@ -9,12 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"gorm.io/gorm"
 	clocktesting "k8s.io/utils/clock/testing"
 
-	"github.com/leasecron/leasecron/pkg/metrics"
 	"github.com/leasecron/leasecron/internal/testenv"
 	"github.com/leasecron/leasecron/pkg/model"
 )
@@ -29,9 +26,12 @@ type probeJob struct {
 
 func newProbe() *probeJob { return &probeJob{started: make(chan time.Time, 1000)} }
 
-func (*probeJob) Name() string            { return "probe" }
-func (*probeJob) DefaultSchedule() string { return "* * * * * *" }
-func (p *probeJob) Run(ctx context.Context, _ *gorm.DB, slot time.Time) error {
+// Name is the probe's job name.
+func (*probeJob) Name() string { return "probe" }
+
+// RunTx implements TxJob.
+func (p *probeJob) RunTx(ctx context.Context, _ *gorm.DB, s Slot) error {
+	slot := s.Time
 	n := p.running.Add(1)
 	defer p.running.Add(-1)
 	for {
@@ -59,28 +59,76 @@ func (p *probeJob) next(t *testing.T) time.Time {
 	}
 }
 
+// recorder is a Metrics that counts what the engine tells it.
+type recorder struct {
+	mu     sync.Mutex
+	counts map[string]float64 // "what/job[/outcome]"
+	last   map[string]time.Time
+}
+
+func newRecorder() *recorder {
+	return &recorder{counts: map[string]float64{}, last: map[string]time.Time{}}
+}
+
+func (r *recorder) add(key string, n float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.counts[key] += n
+}
+
+func (r *recorder) get(key string) float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.counts[key]
+}
+
+func (r *recorder) lastSuccess(job string) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last[job]
+}
+
+func (r *recorder) JobStarted(job string, last time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !last.IsZero() {
+		r.last[job] = last
+	}
+}
+func (r *recorder) Attempt(job string, o Outcome, _ time.Duration) {
+	r.add("attempts/"+job+"/"+o.String(), 1)
+}
+func (r *recorder) SlotDone(job string, o Outcome, slot time.Time) {
+	r.add("slots/"+job+"/"+o.String(), 1)
+	if o == Succeeded {
+		r.mu.Lock()
+		r.last[job] = slot
+		r.mu.Unlock()
+	}
+}
+func (r *recorder) Missed(job string, n int) { r.add("missed/"+job, float64(n)) }
+func (r *recorder) CaughtUp(job string)      { r.add("caughtup/"+job, 1) }
+
 type harness struct {
 	db    *gorm.DB
 	clock *clocktesting.FakeClock
 	sched *Scheduler
-	m     *metrics.Metrics
+	m     *recorder
 	fence Fence
 }
 
-func newHarness(t *testing.T, db *gorm.DB, job Job, expr string, loc *time.Location, now time.Time, tune func(*Options)) *harness {
+// newHarness leads one job, named name, on expr in loc, from now on a fake clock.
+func newHarness(t *testing.T, db *gorm.DB, name string, work any, expr string, loc *time.Location, now time.Time, tune func(*Options)) *harness {
 	t.Helper()
-	h := &harness{db: db, clock: clocktesting.NewFakeClock(now), m: metrics.New(prometheus.NewRegistry())}
+	h := &harness{db: db, clock: clocktesting.NewFakeClock(now), m: newRecorder()}
 	opts := Options{
-		Jobs:      Registry{job.Name(): job},
-		Schedules: map[string]*Schedule{job.Name(): mustSchedule(t, expr, loc)},
-		Clock:     h.clock, Log: quietLog(), Metrics: h.m,
-		RetryBase: time.Millisecond, RetryMax: 4 * time.Millisecond,
-		CatchUpLimit: DefaultCatchUpLimit,
+		Clock: h.clock, Log: quietLog(), Metrics: h.m,
+		Defaults: Policy{RetryInitial: time.Millisecond, RetryMax: 4 * time.Millisecond},
 	}
 	if tune != nil {
 		tune(&opts)
 	}
-	s, err := New(db, "leader", opts)
+	s, err := New(db, "leader", []Definition{def(t, name, expr, loc, work)}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +169,7 @@ func (h *harness) lead(t *testing.T) (cancel context.CancelFunc, drain func() er
 func seed(t *testing.T, db *gorm.DB, job string, slot time.Time) {
 	t.Helper()
 	now := slot.UTC()
-	if err := db.Create(&model.JobRun{Job: job, Slot: now, Status: model.StatusSucceeded, Holder: "earlier", Fence: 0, Attempts: 1, StartedAt: &now, FinishedAt: &now}).Error; err != nil {
+	if err := db.Create(&JobRun{Job: job, Slot: now, Status: StatusSucceeded, Holder: "earlier", Fence: 0, Attempts: 1, StartedAt: &now, FinishedAt: &now}).Error; err != nil {
 		t.Fatal(err)
 	}
 }
@@ -143,7 +191,7 @@ func minute(h, m int) time.Time { return time.Date(2026, 11, 24, h, m, 0, 0, tim
 func TestCatchUpRunsGapOldestFirstThenFollowsSchedule(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
 		p := newProbe()
-		h := newHarness(t, db, p, "0 * * * * *", time.UTC, minute(12, 0).Add(30*time.Second), nil)
+		h := newHarness(t, db, p.Name(), p, "0 * * * * *", time.UTC, minute(12, 0).Add(30*time.Second), nil)
 		seed(t, db, p.Name(), minute(11, 55))
 		_, stop := h.lead(t)
 		for _, want := range []time.Time{minute(11, 56), minute(11, 57), minute(11, 58), minute(11, 59), minute(12, 0)} {
@@ -160,7 +208,7 @@ func TestCatchUpRunsGapOldestFirstThenFollowsSchedule(t *testing.T) {
 		if err := stop(); err != nil {
 			t.Fatal(err)
 		}
-		if got := testutil.ToFloat64(h.m.CaughtUp.WithLabelValues(p.Name())); got != 5 {
+		if got := h.m.get("caughtup/" + p.Name()); got != 5 {
 			t.Errorf("caught-up metric = %v, want 5", got)
 		}
 		rs := runs(t, db, p.Name())
@@ -168,7 +216,7 @@ func TestCatchUpRunsGapOldestFirstThenFollowsSchedule(t *testing.T) {
 			t.Fatalf("ledger has %d rows, want 7 (seed + 5 caught up + 1)", len(rs))
 		}
 		for _, r := range rs {
-			if r.Status != model.StatusSucceeded {
+			if r.Status != StatusSucceeded {
 				t.Errorf("slot %s is %s", r.Slot, r.Status)
 			}
 		}
@@ -182,14 +230,14 @@ func TestCatchUpLimitAndWindow(t *testing.T) {
 		first     time.Time
 		run, miss int
 	}{
-		{"limit", func(o *Options) { o.CatchUpLimit = 3 }, minute(11, 58), 3, 57},
-		{"window", func(o *Options) { o.CatchUpWindow = 30 * time.Minute }, minute(11, 31), 30, 30},
-		{"disabled", func(o *Options) { o.CatchUpLimit = 0 }, minute(12, 1), 0, 60},
+		{"limit", func(o *Options) { o.Defaults.CatchUpLimit = 3 }, minute(11, 58), 3, 57},
+		{"window", func(o *Options) { o.Defaults.CatchUpWindow = 30 * time.Minute }, minute(11, 31), 30, 30},
+		{"disabled", func(o *Options) { o.Defaults.CatchUpLimit = -1 }, minute(12, 1), 0, 60},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			forEachDialect(t, func(t *testing.T, db *gorm.DB) {
 				p := newProbe()
-				h := newHarness(t, db, p, "0 * * * * *", time.UTC, minute(12, 0).Add(30*time.Second), tc.tune)
+				h := newHarness(t, db, p.Name(), p, "0 * * * * *", time.UTC, minute(12, 0).Add(30*time.Second), tc.tune)
 				seed(t, db, p.Name(), minute(11, 0))
 				_, stop := h.lead(t)
 				if tc.run == 0 {
@@ -206,7 +254,7 @@ func TestCatchUpLimitAndWindow(t *testing.T) {
 				if err := stop(); err != nil {
 					t.Fatal(err)
 				}
-				if got := testutil.ToFloat64(h.m.Missed.WithLabelValues(p.Name())); got != float64(tc.miss) {
+				if got := h.m.get("missed/" + p.Name()); got != float64(tc.miss) {
 					t.Errorf("missed metric = %v, want %d", got, tc.miss)
 				}
 				if n := len(runs(t, db, p.Name())); n != 1+max(tc.run, 1) {
@@ -219,18 +267,17 @@ func TestCatchUpLimitAndWindow(t *testing.T) {
 
 func TestNoHistoryRunsOnlyMostRecentSlot(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
-		job := &DailyStats{Location: time.UTC}
-		h := newHarness(t, db, job, job.DefaultSchedule(), time.UTC, minute(12, 0), nil)
+		h := newHarness(t, db, "stamp", stampJob{}, "50 0 0 * * *", time.UTC, minute(12, 0), nil)
 		_, stop := h.lead(t)
 		awaitWaiting(t, h.clock)
 		if err := stop(); err != nil {
 			t.Fatal(err)
 		}
-		rs := runs(t, db, job.Name())
-		if len(rs) != 1 || !rs[0].Slot.Equal(time.Date(2026, 11, 24, 0, 0, 50, 0, time.UTC)) || rs[0].Status != model.StatusSucceeded {
+		rs := runs(t, db, "stamp")
+		if len(rs) != 1 || !rs[0].Slot.Equal(time.Date(2026, 11, 24, 0, 0, 50, 0, time.UTC)) || rs[0].Status != StatusSucceeded {
 			t.Fatalf("ledger = %+v, want only today's 00:00:50 slot, succeeded", rs)
 		}
-		if n := countRows(t, db, "comment_statistics", model.Date{Year: 2026, Month: 11, Day: 23}); n != 0 {
+		if n := stamps(t, db, model.Date{Year: 2026, Month: 11, Day: 23}); n != 0 {
 			t.Fatalf("yesterday was written without history")
 		}
 	})
@@ -246,9 +293,8 @@ func TestRetriesWithBackoffUntilSuccess(t *testing.T) {
 			}
 			return nil
 		}
-		s, err := New(db, "manual", Options{
-			Jobs: Registry{"probe": p}, Schedules: map[string]*Schedule{"probe": mustSchedule(t, "@daily", time.UTC)},
-			Log: quietLog(), RetryBase: time.Millisecond, RetryMax: 2 * time.Millisecond,
+		s, err := New(db, "manual", []Definition{def(t, "probe", "@daily", time.UTC, p)}, Options{
+			Log: quietLog(), Defaults: Policy{RetryInitial: time.Millisecond, RetryMax: 2 * time.Millisecond},
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -259,7 +305,7 @@ func TestRetriesWithBackoffUntilSuccess(t *testing.T) {
 			t.Fatalf("RunSlot = %v, %v", out, err)
 		}
 		rs := runs(t, db, "probe")
-		if len(rs) != 1 || rs[0].Attempts != 3 || rs[0].Status != model.StatusSucceeded {
+		if len(rs) != 1 || rs[0].Attempts != 3 || rs[0].Status != StatusSucceeded {
 			t.Fatalf("ledger = %+v, want 3 attempts, succeeded", rs)
 		}
 		// Failing for good: gives up at the deadline and records the failure.
@@ -268,7 +314,7 @@ func TestRetriesWithBackoffUntilSuccess(t *testing.T) {
 		if err != nil || out != Failed {
 			t.Fatalf("RunSlot = %v, %v; want Failed", out, err)
 		}
-		if rs := runs(t, db, "probe"); rs[1].Status != model.StatusFailed || rs[1].Error == "" || rs[1].Attempts < 2 {
+		if rs := runs(t, db, "probe"); rs[1].Status != StatusFailed || rs[1].Error == "" || rs[1].Attempts < 2 {
 			t.Fatalf("ledger = %+v, want a failed row after several attempts", rs[1])
 		}
 	})
@@ -285,7 +331,7 @@ func TestJobNeverOverlapsItself(t *testing.T) {
 			return nil
 		}
 		start := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
-		h := newHarness(t, db, p, "* * * * * *", time.UTC, start, nil)
+		h := newHarness(t, db, p.Name(), p, "* * * * * *", time.UTC, start, nil)
 		seed(t, db, p.Name(), start)
 		_, stop := h.lead(t)
 		awaitWaiting(t, h.clock)
@@ -318,7 +364,7 @@ func TestShutdownLetsRunningSlotFinish(t *testing.T) {
 			<-gate
 			return ctx.Err()
 		}
-		h := newHarness(t, db, p, "0 * * * * *", time.UTC, minute(12, 0).Add(time.Second), nil)
+		h := newHarness(t, db, p.Name(), p, "0 * * * * *", time.UTC, minute(12, 0).Add(time.Second), nil)
 		seed(t, db, p.Name(), minute(11, 59))
 		_, stop := h.lead(t)
 		slot := p.next(t)
@@ -329,7 +375,7 @@ func TestShutdownLetsRunningSlotFinish(t *testing.T) {
 			t.Fatal(err)
 		}
 		rs := runs(t, db, p.Name())
-		if last := rs[len(rs)-1]; !last.Slot.Equal(slot) || last.Status != model.StatusSucceeded {
+		if last := rs[len(rs)-1]; !last.Slot.Equal(slot) || last.Status != StatusSucceeded {
 			t.Fatalf("slot running at shutdown ended %s, want succeeded", last.Status)
 		}
 	})
@@ -342,7 +388,7 @@ func TestShutdownGraceExpiresAndRollsBack(t *testing.T) {
 		return ctx.Err()
 	}
 	db := openDB(t, "sqlite://"+t.TempDir()+"/grace.db")
-	h := newHarness(t, db, p, "0 * * * * *", time.UTC, minute(12, 0).Add(time.Second), func(o *Options) { o.ShutdownGrace = 5 * time.Second })
+	h := newHarness(t, db, p.Name(), p, "0 * * * * *", time.UTC, minute(12, 0).Add(time.Second), func(o *Options) { o.ShutdownGrace = 5 * time.Second })
 	seed(t, db, p.Name(), minute(11, 59))
 	_, stop := h.lead(t)
 	p.next(t)
@@ -354,37 +400,35 @@ func TestShutdownGraceExpiresAndRollsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs := runs(t, db, p.Name())
-	if last := rs[len(rs)-1]; last.Status == model.StatusSucceeded {
+	if last := rs[len(rs)-1]; last.Status == StatusSucceeded {
 		t.Fatalf("slot cancelled after the grace period was marked succeeded")
 	}
 }
 
 func TestLeadershipLossCancelsRunningSlot(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
-		job := &DailyStats{Location: time.UTC}
 		p := newProbe()
 		p.do = func(ctx context.Context, _ time.Time) error {
 			<-ctx.Done()
 			return ctx.Err()
 		}
-		h := newHarness(t, db, p, "50 0 0 * * *", time.UTC, minute(12, 0), nil)
+		h := newHarness(t, db, p.Name(), p, "50 0 0 * * *", time.UTC, minute(12, 0), nil)
 		cancel, stop := h.lead(t)
 		p.next(t)
 		cancel() // the lease is gone
 		if err := stop(); err != nil {
 			t.Fatal(err)
 		}
-		if rs := runs(t, db, p.Name()); len(rs) != 1 || rs[0].Status == model.StatusSucceeded {
+		if rs := runs(t, db, p.Name()); len(rs) != 1 || rs[0].Status == StatusSucceeded {
 			t.Fatalf("ledger = %+v, want the slot not succeeded", rs)
 		}
-		_ = job
 	})
 }
 
 func TestFencedLeaderStops(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
 		p := newProbe()
-		h := newHarness(t, db, p, "0 * * * * *", time.UTC, minute(12, 0).Add(time.Second), nil)
+		h := newHarness(t, db, p.Name(), p, "0 * * * * *", time.UTC, minute(12, 0).Add(time.Second), nil)
 		seed(t, db, p.Name(), minute(12, 0))
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
@@ -426,21 +470,20 @@ func TestDSTDaysThroughTheScheduler(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			forEachDialect(t, func(t *testing.T, db *gorm.DB) {
-				job := &DailyStats{Location: ny}
-				h := newHarness(t, db, job, tc.expr, ny, tc.now, nil)
-				seed(t, db, job.Name(), tc.last)
+				h := newHarness(t, db, "stamp", stampJob{}, tc.expr, ny, tc.now, nil)
+				seed(t, db, "stamp", tc.last)
 				_, stop := h.lead(t)
 				awaitWaiting(t, h.clock)
 				if err := stop(); err != nil {
 					t.Fatal(err)
 				}
-				rs := runs(t, db, job.Name())
+				rs := runs(t, db, "stamp")
 				if len(rs) != 1+len(tc.want) {
 					t.Fatalf("ledger = %d rows, want %d", len(rs), 1+len(tc.want))
 				}
 				for _, d := range tc.want {
-					if n := countRows(t, db, "like_statistics", d); n != 1 {
-						t.Errorf("like_statistics has %d rows for %s, want 1", n, d)
+					if n := stamps(t, db, d); n != 1 {
+						t.Errorf("stamps has %d rows for %s, want 1", n, d)
 					}
 				}
 			})
@@ -454,7 +497,7 @@ func TestDSTDaysThroughTheScheduler(t *testing.T) {
 func TestLeadReturnsUnreadableLedger(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
 		p := newProbe()
-		h := newHarness(t, db, p, "0 * * * * *", time.UTC, minute(12, 0).Add(time.Second), nil)
+		h := newHarness(t, db, p.Name(), p, "0 * * * * *", time.UTC, minute(12, 0).Add(time.Second), nil)
 		if err := db.Exec("DROP TABLE job_runs").Error; err != nil {
 			t.Fatal(err)
 		}
@@ -466,7 +509,7 @@ func TestLeadReturnsUnreadableLedger(t *testing.T) {
 	t.Run("unscannable row", func(t *testing.T) {
 		db := openDB(t, testenv.DSN(t, "sqlite"))
 		p := newProbe()
-		h := newHarness(t, db, p, "0 * * * * *", time.UTC, minute(12, 0).Add(time.Second), nil)
+		h := newHarness(t, db, p.Name(), p, "0 * * * * *", time.UTC, minute(12, 0).Add(time.Second), nil)
 		if err := db.Exec("INSERT INTO job_runs (job, slot, status, holder, fence, attempts) VALUES (?, 'not a time', 'succeeded', 'x', 1, 1)", p.Name()).Error; err != nil {
 			t.Fatal(err)
 		}
@@ -483,7 +526,7 @@ func TestLeadRetriesDatabaseDownAtStart(t *testing.T) {
 	srv := testenv.PostgresServer(t)
 	db := openDB(t, srv.DSN(t))
 	p := newProbe()
-	h := newHarness(t, db, p, "0 * * * * *", time.UTC, minute(12, 0).Add(time.Second), nil)
+	h := newHarness(t, db, p.Name(), p, "0 * * * * *", time.UTC, minute(12, 0).Add(time.Second), nil)
 	ctx := context.Background()
 	if err := srv.Stop(ctx); err != nil {
 		t.Fatal(err)

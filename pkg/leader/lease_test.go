@@ -213,7 +213,7 @@ func TestTakeoverAndLowerFenceLoses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer model.Close(db)
-	if err := model.Migrate(ctx, db); err != nil {
+	if err := jobs.Migrate(ctx, db, nil); err != nil {
 		t.Fatal(err)
 	}
 

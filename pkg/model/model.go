@@ -93,4 +93,3 @@ func (d *Date) scanText(s string) error {
 
 // GormDataType tells gorm the column type.
 func (Date) GormDataType() string { return "date" }
-

@@ -36,6 +36,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/leasecron/leasecron/internal/testenv"
+	"github.com/leasecron/leasecron/pkg/dailystats"
 	"github.com/leasecron/leasecron/pkg/jobs"
 	"github.com/leasecron/leasecron/pkg/model"
 )
@@ -377,7 +378,7 @@ func openMigrated(t *testing.T, raw string) *gorm.DB {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = model.Close(db) })
-	if err := model.Migrate(ctx, db); err != nil {
+	if err := jobs.Migrate(ctx, db, []jobs.Definition{{Name: dailystats.Name, Work: dailystats.Job{}}}); err != nil {
 		t.Fatal(err)
 	}
 	return db
@@ -388,13 +389,13 @@ func openMigrated(t *testing.T, raw string) *gorm.DB {
 func slotLatency(t *testing.T, dialect string, n int) series {
 	ctx := context.Background()
 	db := openMigrated(t, testenv.DSN(t, dialect))
-	job := &jobs.DailyStats{Location: time.UTC}
-	sched, err := jobs.ParseSchedule(job.DefaultSchedule(), time.UTC)
+	sched, err := jobs.ParseSchedule(dailystats.DefaultSchedule, time.UTC)
 	if err != nil {
 		t.Fatal(err)
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	s, err := jobs.New(db, "bench", jobs.Options{Jobs: jobs.Registry{job.Name(): job}, Schedules: map[string]*jobs.Schedule{job.Name(): sched}, Log: quiet})
+	job := jobs.Definition{Name: dailystats.Name, Schedule: sched, Work: dailystats.Job{}}
+	s, err := jobs.New(db, "bench", []jobs.Definition{job}, jobs.Options{Log: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,7 +407,7 @@ func slotLatency(t *testing.T, dialect string, n int) series {
 	first := time.Date(2000, 1, 1, 0, 0, 50, 0, time.UTC)
 	for i := 0; i < n; i++ {
 		began := time.Now()
-		res, err := s.RunSlot(ctx, fence, job.Name(), first.AddDate(0, 0, i), time.Now().Add(time.Minute))
+		res, err := s.RunSlot(ctx, fence, job.Name, first.AddDate(0, 0, i), time.Now().Add(time.Minute))
 		if err != nil || res != jobs.Succeeded {
 			t.Fatalf("slot %d: %v, %v", i, res, err)
 		}

@@ -38,6 +38,8 @@ import (
 
 	"github.com/leasecron/leasecron/internal/testenv"
 	"github.com/leasecron/leasecron/internal/testenv/kube"
+	"github.com/leasecron/leasecron/pkg/dailystats"
+	"github.com/leasecron/leasecron/pkg/jobs"
 	"github.com/leasecron/leasecron/pkg/model"
 )
 
@@ -359,7 +361,7 @@ func report(t *testing.T, raw string, f *fleet, faults map[string]int) {
 		t.Fatal(err)
 	}
 	defer model.Close(db)
-	var runs []model.JobRun
+	var runs []jobs.JobRun
 	if err := db.Order("slot").Find(&runs).Error; err != nil {
 		t.Fatal(err)
 	}
@@ -370,7 +372,7 @@ func report(t *testing.T, raw string, f *fleet, faults map[string]int) {
 	succeeded := map[int64]bool{}
 	var failed []string
 	for _, r := range runs {
-		if r.Status == model.StatusSucceeded {
+		if r.Status == jobs.StatusSucceeded {
 			succeeded[r.Slot.Unix()] = true
 		} else {
 			failed = append(failed, fmt.Sprintf("%s %s (%s)", r.Slot.UTC().Format(time.TimeOnly), r.Status, r.Error))
@@ -415,7 +417,7 @@ func report(t *testing.T, raw string, f *fleet, faults map[string]int) {
 	if len(missed) > 0 {
 		t.Errorf("slots missed: %s; ledger rows not succeeded: %s", strings.Join(missed, ", "), strings.Join(failed, "; "))
 	}
-	for _, s := range model.Stats() {
+	for _, s := range dailystats.Stats() {
 		var dup int64
 		if err := db.Raw("SELECT COUNT(*) FROM (SELECT date FROM " + s.Table + " GROUP BY date HAVING COUNT(*) > 1) d").Scan(&dup).Error; err != nil {
 			t.Fatal(err)

@@ -26,6 +26,8 @@ import (
 
 	"github.com/leasecron/leasecron/internal/testenv"
 	"github.com/leasecron/leasecron/internal/testenv/kube"
+	"github.com/leasecron/leasecron/pkg/dailystats"
+	"github.com/leasecron/leasecron/pkg/jobs"
 	"github.com/leasecron/leasecron/pkg/model"
 )
 
@@ -534,8 +536,8 @@ func (r *release) waitSlots(t *testing.T, since time.Time, n int) {
 	t.Helper()
 	var got int64
 	err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		err := r.db.WithContext(ctx).Model(&model.JobRun{}).
-			Where("status = ? AND slot > ?", model.StatusSucceeded, since.UTC()).Count(&got).Error
+		err := r.db.WithContext(ctx).Model(&jobs.JobRun{}).
+			Where("status = ? AND slot > ?", jobs.StatusSucceeded, since.UTC()).Count(&got).Error
 		return err == nil && got >= int64(n), nil
 	})
 	if err != nil {
@@ -589,9 +591,9 @@ func (r *release) scheduleOf(pod string, def string) string {
 // its predecessor under the schedule of the Pod that ran it (so none is
 // missing and none repeats); every statistics table holds exactly one row
 // per date of a slot. It returns the rows.
-func (r *release) checkLedger(t *testing.T, def string) []model.JobRun {
+func (r *release) checkLedger(t *testing.T, def string) []jobs.JobRun {
 	t.Helper()
-	var runs []model.JobRun
+	var runs []jobs.JobRun
 	if err := r.db.Order("slot").Find(&runs).Error; err != nil {
 		t.Fatal(err)
 	}
@@ -603,7 +605,7 @@ func (r *release) checkLedger(t *testing.T, def string) []model.JobRun {
 		if run.Job != "daily-stats" {
 			t.Errorf("job_runs has a row for job %q", run.Job)
 		}
-		if run.Status != model.StatusSucceeded {
+		if run.Status != jobs.StatusSucceeded {
 			t.Errorf("slot %s is %s after %d attempts (%s), holder %s", run.Slot.UTC().Format(time.TimeOnly), run.Status, run.Attempts, run.Error, run.Holder)
 		}
 		if seen[run.Slot.UTC()] {
@@ -624,7 +626,7 @@ func (r *release) checkLedger(t *testing.T, def string) []model.JobRun {
 	for _, run := range runs {
 		dates[model.DateOf(run.Slot.UTC()).String()] = true
 	}
-	for _, s := range model.Stats() {
+	for _, s := range dailystats.Stats() {
 		var rows []struct {
 			Date model.Date
 			N    int64
@@ -677,9 +679,9 @@ func nextSlot(schedule string, t time.Time) time.Time {
 }
 
 // term returns the release's current leadership term from the database.
-func (r *release) term(t *testing.T) model.LeaderTerm {
+func (r *release) term(t *testing.T) jobs.LeaderTerm {
 	t.Helper()
-	var lt model.LeaderTerm
+	var lt jobs.LeaderTerm
 	if err := r.db.Where("scope = ?", "lease:"+r.ns+"/"+r.fullname).First(&lt).Error; err != nil {
 		t.Fatalf("leader_terms: %v", err)
 	}

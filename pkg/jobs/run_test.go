@@ -1,19 +1,18 @@
-package cli
+package jobs
 
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/leasecron/leasecron/internal/testenv"
-	"github.com/leasecron/leasecron/pkg/jobs"
 	"github.com/leasecron/leasecron/pkg/model"
 )
 
-func openTestDB(t *testing.T, dialect string) (*jobs.Ledger, model.DSN) {
+func openTestDB(t *testing.T, dialect string) (*Scheduler, model.DSN) {
 	t.Helper()
 	dsn, err := model.ParseDSN(testenv.DSN(t, dialect))
 	if err != nil {
@@ -24,18 +23,18 @@ func openTestDB(t *testing.T, dialect string) (*jobs.Ledger, model.DSN) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = model.Close(db) })
-	if err := model.Migrate(context.Background(), db); err != nil {
+	if err := Migrate(context.Background(), db, nil); err != nil {
 		t.Fatal(err)
 	}
-	return jobs.NewLedger(db, "me"), dsn
+	return quietScheduler(t, db), dsn
 }
 
 // Shutdown cancels a BeginTerm that waits on the term row (here: another
 // session holds it), and beginTerm returns the zero fence: nothing to lead.
 func TestBeginTermIsCancelledByShutdown(t *testing.T) {
-	ledger, dsn := openTestDB(t, "postgres")
+	s, dsn := openTestDB(t, "postgres")
 	ctx := context.Background()
-	if _, err := ledger.BeginTerm(ctx, "s"); err != nil {
+	if _, err := s.Ledger().BeginTerm(ctx, "s"); err != nil {
 		t.Fatal(err)
 	}
 	other, err := model.Open(ctx, dsn, 0, nil)
@@ -51,12 +50,12 @@ func TestBeginTermIsCancelledByShutdown(t *testing.T) {
 
 	shutdown, stop := context.WithCancel(ctx)
 	type result struct {
-		f   jobs.Fence
+		f   Fence
 		err error
 	}
 	done := make(chan result, 1)
 	go func() {
-		f, err := beginTerm(ctx, shutdown, ledger, "s", time.Hour, dsn.Scrub, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		f, err := s.beginTerm(ctx, shutdown, "s", RunOptions{DatabaseLostTimeout: time.Hour, Scrub: dsn.Scrub})
 		done <- result{f, err}
 	}()
 	// Wait until BeginTerm is blocked on the row lock, then shut down.
@@ -84,7 +83,7 @@ func TestBeginTermIsCancelledByShutdown(t *testing.T) {
 	}
 }
 
-// A term that cannot begin for lostAfter ends leadership with errDatabaseLost.
+// A term that cannot begin for the database-lost timeout ends leadership with ErrDatabaseLost.
 func TestBeginTermGivesUpWithoutDatabase(t *testing.T) {
 	dsn, err := model.ParseDSN("sqlite://" + t.TempDir() + "/x.db")
 	if err != nil {
@@ -96,11 +95,20 @@ func TestBeginTermGivesUpWithoutDatabase(t *testing.T) {
 	}
 	_ = model.Close(db) // every statement now fails
 	start := time.Now()
-	_, err = beginTerm(context.Background(), context.Background(), jobs.NewLedger(db, "me"), "s", 700*time.Millisecond, dsn.Scrub, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if !errors.Is(err, errDatabaseLost) {
-		t.Fatalf("beginTerm = %v, want errDatabaseLost", err)
+	_, err = quietScheduler(t, db).beginTerm(context.Background(), context.Background(), "s", RunOptions{DatabaseLostTimeout: 700 * time.Millisecond, Scrub: dsn.Scrub})
+	if !errors.Is(err, ErrDatabaseLost) {
+		t.Fatalf("beginTerm = %v, want ErrDatabaseLost", err)
 	}
 	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("beginTerm gave up after %s, want about 700ms", took)
 	}
+}
+
+func quietScheduler(t *testing.T, db *gorm.DB) *Scheduler {
+	t.Helper()
+	s, err := New(db, "me", nil, Options{Log: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
