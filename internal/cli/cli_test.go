@@ -44,7 +44,7 @@ func TestBadInput(t *testing.T) {
 		{"cron never fires", nil, []string{"run", "--schedule", "daily-stats=0 0 0 30 2 *"}, "never fires"},
 		{"schedule with its own zone", nil, []string{"run", "--schedule", "daily-stats=TZ=UTC @daily"}, "sets its own time zone: remove the prefix and use --timezone"},
 		{"schedule not JOB=EXPR", nil, []string{"run", "--schedule", "@daily"}, "is not JOB=EXPR"},
-		{"unknown job in schedule", nil, []string{"run", "--schedule", "weekly-report=@weekly"}, `unknown job "weekly-report": known jobs are daily-stats`},
+		{"unknown job in schedule", nil, []string{"run", "--schedule", "weekly-report=@weekly"}, `unknown job "weekly-report": --schedule sets only daily-stats; define other jobs in --jobs-file`},
 		{"unknown time zone", nil, []string{"run", "--timezone", "Mars/Olympus"}, `--timezone "Mars/Olympus" is not a known time zone`},
 		{"unknown DSN scheme", nil, []string{"run", "--database-dsn", "oracle://u:p@h/db"}, `scheme "oracle" is not supported`},
 		{"DSN without scheme", nil, []string{"run", "--database-dsn", "leasecron.db"}, "has no scheme"},

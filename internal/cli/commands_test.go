@@ -121,7 +121,7 @@ func loadLegacy(t *testing.T, raw string, days, copies int) {
 		t.Fatal(err)
 	}
 	defer model.Close(db)
-	for _, stmt := range testenv.SQLStatements(t, "../../pkg/model/testdata/legacy-schema-mariadb.sql") {
+	for _, stmt := range testenv.SQLStatements(t, "../../pkg/dailystats/testdata/legacy-schema-mariadb.sql") {
 		if err := db.Exec(stmt).Error; err != nil {
 			t.Fatalf("%s: %v", stmt, err)
 		}

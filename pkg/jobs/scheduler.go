@@ -206,6 +206,7 @@ type jobLoop struct {
 	def     Definition
 	changed time.Time // when the schedule last changed while leading
 	gen     int       // counts changes, so the loop notices one
+	seen    int       // the gen the loop has acted on
 	removed bool
 	wake    chan struct{}
 }
@@ -357,6 +358,9 @@ func (s *Scheduler) loop(ls *leadState, jl *jobLoop) error {
 			gen, def = g, d
 			log.Info("job changed", "schedule", def.Schedule.String(), "suspend", def.Policy.Suspend)
 		}
+		jl.mu.Lock()
+		jl.seen = gen
+		jl.mu.Unlock()
 		sched, p := def.Schedule, def.Policy
 		now := s.opts.Clock.Now()
 		switch {
