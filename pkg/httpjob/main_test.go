@@ -1,0 +1,262 @@
+package httpjob_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gorm.io/gorm"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/leasecron/leasecron/internal/testenv"
+	"github.com/leasecron/leasecron/pkg/httpjob"
+	"github.com/leasecron/leasecron/pkg/jobs"
+	"github.com/leasecron/leasecron/pkg/model"
+	"github.com/leasecron/leasecron/pkg/spec"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// delivery is one request as the receiver saw it.
+type delivery struct {
+	Method string
+	Path   string
+	Query  url.Values
+	Host   string
+	Header http.Header
+	Body   string
+}
+
+// receiver is a real HTTP server that records every delivery. answer
+// writes the response to the n-th delivery (from 1).
+type receiver struct {
+	srv    *httptest.Server
+	answer func(w http.ResponseWriter, r *http.Request, n int)
+
+	mu  sync.Mutex
+	got []delivery
+}
+
+func newReceiver(t *testing.T, answer func(w http.ResponseWriter, r *http.Request, n int)) *receiver {
+	t.Helper()
+	rc := &receiver{answer: answer}
+	rc.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Errorf("receiver: reading the body: %v", err)
+		}
+		rc.mu.Lock()
+		rc.got = append(rc.got, delivery{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), Host: r.Host, Header: r.Header.Clone(), Body: string(b)})
+		n := len(rc.got)
+		rc.mu.Unlock()
+		if rc.answer == nil {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		rc.answer(w, r, n)
+	}))
+	t.Cleanup(rc.srv.Close)
+	return rc
+}
+
+// URL is the receiver's base URL.
+func (rc *receiver) URL() string { return rc.srv.URL }
+
+// deliveries returns what the receiver saw, in order; with a path, only the
+// deliveries to it.
+func (rc *receiver) deliveries(path ...string) []delivery {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	var out []delivery
+	for _, d := range rc.got {
+		if len(path) == 0 || d.Path == path[0] {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// perKey counts deliveries by Idempotency-Key.
+func perKey(ds []delivery) map[string]int {
+	m := map[string]int{}
+	for _, d := range ds {
+		m[d.Header.Get("Idempotency-Key")]++
+	}
+	return m
+}
+
+func answer(status int, body string) func(w http.ResponseWriter, r *http.Request, n int) {
+	return func(w http.ResponseWriter, _ *http.Request, _ int) {
+		w.WriteHeader(status)
+		_, _ = io.WriteString(w, body)
+	}
+}
+
+func dur(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d} }
+
+func ptr[T any](v T) *T { return &v }
+
+const jobName = "hook"
+
+// newJob returns a job named hook at 00:30 in Berlin (the slot's date in
+// the job's zone is a day after its UTC date) with h as its http field.
+func newJob(h *spec.HTTP) *spec.ScheduledJob {
+	return &spec.ScheduledJob{
+		ObjectMeta: metav1.ObjectMeta{Name: jobName},
+		Spec: spec.JobSpec{
+			Schedule: "30 0 * * *",
+			TimeZone: "Europe/Berlin",
+			Retries:  &spec.Retries{Limit: ptr(int32(1))},
+			HTTP:     h,
+		},
+	}
+}
+
+// The slot the engine tests run: 00:30 in Berlin on 2026-03-10.
+var (
+	slot     = time.Date(2026, 3, 9, 23, 30, 0, 0, time.UTC)
+	prevSlot = time.Date(2026, 3, 8, 23, 30, 0, 0, time.UTC)
+	slotDate = "2026-03-10"
+	slotKey  = jobs.SlotKey(jobName, slot)
+)
+
+func definition(t *testing.T, sj *spec.ScheduledJob, env spec.Env) jobs.Definition {
+	t.Helper()
+	def, err := spec.NewCatalog(httpjob.Kind{}).Definition(sj, env)
+	if err != nil {
+		t.Fatalf("building the job: %v", err)
+	}
+	return def
+}
+
+// work returns a valid job's work, to run without the engine.
+func work(t *testing.T, h *spec.HTTP, env spec.Env) jobs.Job {
+	t.Helper()
+	w, ok := definition(t, newJob(h), env).Work.(jobs.Job)
+	if !ok {
+		t.Fatal("the http kind's work is not a jobs.Job")
+	}
+	return w
+}
+
+// slotOf is the context the engine gives the work for the test's slot.
+func slotOf(attempt int) jobs.Slot {
+	loc, _ := time.LoadLocation("Europe/Berlin")
+	return jobs.Slot{Job: jobName, Time: slot, Prev: prevSlot, Date: model.DateOf(slot.In(loc)), Location: loc,
+		Key: slotKey, Attempt: attempt}
+}
+
+func openDB(t *testing.T, dialect string) *gorm.DB {
+	t.Helper()
+	ctx := context.Background()
+	dsn, err := model.ParseDSN(testenv.DSN(t, dialect))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := model.OpenWith(ctx, dsn, model.OpenOptions{Wait: 10 * time.Second, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = model.Close(db) })
+	if err := jobs.Migrate(ctx, db, nil); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// engine is a scheduler of one http job on a fresh database, leading.
+type engine struct {
+	db    *gorm.DB
+	sched *jobs.Scheduler
+	fence jobs.Fence
+	log   *strings.Builder // what the scheduler logged
+	def   jobs.Definition
+}
+
+func newEngine(t *testing.T, dialect string, sj *spec.ScheduledJob) *engine {
+	t.Helper()
+	e := &engine{db: openDB(t, dialect), log: &strings.Builder{}, def: definition(t, sj, spec.Env{})}
+	e.sched = newScheduler(t, e.db, "holder", e.def, e.log)
+	f, err := e.sched.Ledger().BeginTerm(context.Background(), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.fence = f
+	return e
+}
+
+func newScheduler(t *testing.T, db *gorm.DB, holder string, def jobs.Definition, log io.Writer) *jobs.Scheduler {
+	t.Helper()
+	s, err := jobs.New(db, holder, []jobs.Definition{def}, jobs.Options{
+		Log: slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// run runs the test's slot under the engine's fence.
+func (e *engine) run(t *testing.T) (jobs.Outcome, error) {
+	t.Helper()
+	return e.runAt(t, slot)
+}
+
+// runAt runs the slot at under the engine's fence.
+func (e *engine) runAt(t *testing.T, at time.Time) (jobs.Outcome, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return e.sched.RunSlot(ctx, e.fence, jobName, at, time.Now().Add(time.Minute))
+}
+
+// rows returns the ledger's rows of the test's job.
+func rows(t *testing.T, db *gorm.DB) []jobs.JobRun {
+	t.Helper()
+	var rs []jobs.JobRun
+	if err := db.Where("job = ?", jobName).Order("slot").Find(&rs).Error; err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
+// onlyRow returns the ledger's one row of the test's slot.
+func onlyRow(t *testing.T, db *gorm.DB) jobs.JobRun {
+	t.Helper()
+	rs := rows(t, db)
+	if len(rs) != 1 || !rs[0].Slot.Equal(slot) {
+		t.Fatalf("ledger rows = %+v, want one, of slot %s", rs, slot)
+	}
+	return rs[0]
+}
+
+// fieldErrors flattens the FieldErrors in a (joined) error.
+func fieldErrors(err error) []*spec.FieldError {
+	var out []*spec.FieldError
+	var fe *spec.FieldError
+	switch {
+	case err == nil:
+	case errors.As(err, &fe) && !isJoined(err):
+		out = append(out, fe)
+	default:
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				out = append(out, fieldErrors(e)...)
+			}
+		}
+	}
+	return out
+}
+
+func isJoined(err error) bool {
+	_, ok := err.(interface{ Unwrap() []error })
+	return ok
+}
