@@ -109,6 +109,16 @@ Where the DSN Secret is mounted and the file the controller reads.
 {{- define "leasecron.dsnFile" -}}/etc/leasecron/dsn{{- end }}
 
 {{/*
+The jobs ConfigMap (rendered from .Values.jobs), the directory it is mounted at and the file the
+controller watches (--jobs-file).
+*/}}
+{{- define "leasecron.jobsConfigMapName" -}}
+{{- printf "%s-jobs" (include "leasecron.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- define "leasecron.jobsMountPath" -}}/etc/leasecron/jobs{{- end }}
+{{- define "leasecron.jobsFile" -}}/etc/leasecron/jobs/jobs.yaml{{- end }}
+
+{{/*
 The DSN Secret volume (used by the controller and the test Pod).
 */}}
 {{- define "leasecron.dsnVolume" -}}
