@@ -11,13 +11,14 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/leasecron/leasecron/pkg/dailystats"
+	"github.com/leasecron/leasecron/pkg/httpjob"
 	"github.com/leasecron/leasecron/pkg/jobs"
 	"github.com/leasecron/leasecron/pkg/spec"
 )
 
 // catalog is the kinds this binary runs.
 func catalog() *spec.Catalog {
-	return spec.NewCatalog(dailystats.Kind{})
+	return spec.NewCatalog(dailystats.Kind{}, httpjob.Kind{})
 }
 
 // jobsOptions say which jobs run, in which zone, with which defaults.

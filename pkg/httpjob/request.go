@@ -22,10 +22,9 @@ const (
 	// at most: its first KiB.
 	snippetMax = 1024
 	// messageMax keeps a failure's text within what the ledger stores of
-	// it (jobs.Ledger.Fail keeps the first 1000 bytes, cutting anywhere):
-	// the body snippet is shortened, at a character boundary, so that the
-	// whole text fits and the stored row is valid UTF-8.
-	messageMax = 1000
+	// it: the body snippet is shortened so that the whole text, status
+	// line included, is recorded.
+	messageMax = jobs.MaxErrorLen
 	// drainMax is how much of a response body is read, to be discarded,
 	// before it is closed.
 	drainMax = 64 << 10

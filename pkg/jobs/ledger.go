@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -233,10 +235,7 @@ func (l *Ledger) Complete(ctx context.Context, f Fence, job string, slot time.Ti
 
 // Fail marks the slot failed with cause, if this process still holds it.
 func (l *Ledger) Fail(ctx context.Context, f Fence, job string, slot time.Time, cause error) error {
-	msg := cause.Error()
-	if len(msg) > 1000 {
-		msg = msg[:1000]
-	}
+	msg := errorText(cause.Error())
 	now := l.now().UTC()
 	err := l.short(ctx, func(tx *gorm.DB) error {
 		if err := checkTerm(tx, f); err != nil {
@@ -346,4 +345,22 @@ func (l *Ledger) CompleteBatch(ctx context.Context, f Fence, job string, slots [
 		return nil, fmt.Errorf("run %s slots %s to %s: %w", job, utc[0].Format(time.RFC3339), utc[len(utc)-1].Format(time.RFC3339), err)
 	}
 	return done, nil
+}
+
+// MaxErrorLen is how many bytes of a failure's text the ledger keeps.
+const MaxErrorLen = 1000
+
+// errorText makes msg fit the ledger's error column: valid UTF-8 without NUL
+// (which MariaDB and PostgreSQL refuse), cut at a character boundary to at
+// most MaxErrorLen bytes.
+func errorText(msg string) string {
+	msg = strings.ToValidUTF8(strings.ReplaceAll(msg, "\x00", ""), "\uFFFD")
+	if len(msg) <= MaxErrorLen {
+		return msg
+	}
+	n := MaxErrorLen
+	for n > 0 && !utf8.RuneStart(msg[n]) {
+		n--
+	}
+	return msg[:n]
 }

@@ -3,8 +3,10 @@ package jobs
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"gorm.io/gorm"
 
@@ -132,6 +134,28 @@ func TestFailedAttemptRollsBackAndIsRecorded(t *testing.T) {
 		rs := runs(t, db, job.Name)
 		if len(rs) != 1 || rs[0].Status != StatusFailed || rs[0].Error == "" {
 			t.Fatalf("ledger = %+v, want one failed row with its error", rs)
+		}
+	})
+}
+
+// A long failure text of multi-byte characters is cut at a character
+// boundary, so MariaDB and PostgreSQL accept it and the row says failed.
+func TestFailRecordsLongUTF8Text(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
+		ctx := context.Background()
+		slot := time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)
+		l := NewLedger(db, "a")
+		f, _ := l.BeginTerm(ctx, "s")
+		if _, err := l.Claim(ctx, f, "j", slot); err != nil {
+			t.Fatal(err)
+		}
+		msg := "x" + strings.Repeat("ü", 600) + "\x00"
+		if err := l.Fail(ctx, f, "j", slot, errors.New(msg)); err != nil {
+			t.Fatal(err)
+		}
+		rs := runs(t, db, "j")
+		if len(rs) != 1 || rs[0].Status != StatusFailed || len(rs[0].Error) > MaxErrorLen || !utf8.ValidString(rs[0].Error) || !strings.HasPrefix(rs[0].Error, "xü") {
+			t.Fatalf("ledger = %+v, want a failed row with valid, cut text", rs)
 		}
 	})
 }
