@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/leasecron/leasecron/internal/testenv"
 )
 
 // TestLockFileRemovedWhileLeading: two real processes share a lock file;
@@ -22,18 +24,18 @@ func TestLockFileRemovedWhileLeading(t *testing.T) {
 	args := []string{"run", "--mode", "filelock", "--lock-file", lock,
 		"--database-dsn", "sqlite://" + filepath.Join(dir, "leasecron.db"), "--schedule", "daily-stats=0 0 0 1 1 *", "--catch-up-limit", "0",
 		"--timezone", "UTC", "--http-addr", "127.0.0.1:0", "--log-format", "json", "--shutdown-grace-period", "5s"}
-	p1 := f.start("p1", args...)
-	f.await(60*time.Second, "p1 to lead", func(e event) bool { return e.proc == "p1" && e.msg == "leading" })
-	p2 := f.start("p2", args...)
-	f.await(60*time.Second, "p2 to wait for the lock", func(e event) bool {
-		return e.proc == "p2" && e.msg == "waiting for the file lock"
+	p1 := f.Start("p1", args...)
+	f.Await(60*time.Second, "p1 to lead", func(e testenv.Event) bool { return e.Proc == "p1" && e.Msg == "leading" })
+	p2 := f.Start("p2", args...)
+	f.Await(60*time.Second, "p2 to wait for the lock", func(e testenv.Event) bool {
+		return e.Proc == "p2" && e.Msg == "waiting for the file lock"
 	})
 
 	// p2 leads moments after the removal, before p1 notices: note its
 	// "leading" while waiting for p1's events.
 	p2Leads := false
-	note := func(e event) {
-		if e.proc == "p2" && e.msg == "leading" {
+	note := func(e testenv.Event) {
+		if e.Proc == "p2" && e.Msg == "leading" {
 			p2Leads = true
 		}
 	}
@@ -41,32 +43,32 @@ func TestLockFileRemovedWhileLeading(t *testing.T) {
 	if err := os.Remove(lock); err != nil {
 		t.Fatal(err)
 	}
-	lost := f.await(30*time.Second, "p1 to give up leadership", func(e event) bool {
+	lost := f.Await(30*time.Second, "p1 to give up leadership", func(e testenv.Event) bool {
 		note(e)
-		return e.proc == "p1" && strings.HasPrefix(e.msg, "lost the file lock")
+		return e.Proc == "p1" && strings.HasPrefix(e.Msg, "lost the file lock")
 	})
-	t.Logf("p1 gave up leadership %s after the lock file was removed", lost.at.Sub(removed).Round(time.Millisecond))
-	exiting := f.await(30*time.Second, "p1 to exit", func(e event) bool {
+	t.Logf("p1 gave up leadership %s after the lock file was removed", lost.At.Sub(removed).Round(time.Millisecond))
+	exiting := f.Await(30*time.Second, "p1 to exit", func(e testenv.Event) bool {
 		note(e)
-		return e.proc == "p1" && e.msg == "exiting: this process no longer leads"
+		return e.Proc == "p1" && e.Msg == "exiting: this process no longer leads"
 	})
-	if msg := fmt.Sprint(exiting.attrs["err"]); !strings.Contains(msg, lock+" was removed or replaced while held") {
+	if msg := fmt.Sprint(exiting.Attrs["err"]); !strings.Contains(msg, lock+" was removed or replaced while held") {
 		t.Errorf("p1's exit error = %q, want it to name %s as removed or replaced", msg, lock)
 	}
 	select {
-	case <-p1.done:
+	case <-p1.Done:
 	case <-time.After(30 * time.Second):
 		t.Fatal("p1 did not exit after losing the lock file")
 	}
-	if c := p1.cmd.ProcessState.ExitCode(); c != 1 {
+	if c := p1.Cmd.ProcessState.ExitCode(); c != 1 {
 		t.Errorf("p1 exited %d after its lock file was removed, want 1", c)
 	}
 	if !p2Leads {
-		f.await(30*time.Second, "p2 to lead", func(e event) bool { return e.proc == "p2" && e.msg == "leading" })
+		f.Await(30*time.Second, "p2 to lead", func(e testenv.Event) bool { return e.Proc == "p2" && e.Msg == "leading" })
 	}
 	select {
-	case <-p2.done:
-		t.Fatalf("p2 exited (code %d), but its lock file is in place", p2.cmd.ProcessState.ExitCode())
+	case <-p2.Done:
+		t.Fatalf("p2 exited (code %d), but its lock file is in place", p2.Cmd.ProcessState.ExitCode())
 	default:
 	}
 }

@@ -38,34 +38,32 @@ func leaderWithoutDatabaseLetsGo(t *testing.T, dialect string) {
 			"--database-dsn", dsn, "--schedule", "daily-stats=* * * * * *", "--timezone", "UTC",
 			"--http-addr", "127.0.0.1:0", "--log-format", "json", "--database-lost-timeout", lost.String()}
 	}
-	isLeading := func(e event) bool { return e.msg == "leading" }
-	f.start("cut", args(through)...)
-	if e := f.await(60*time.Second, "the first leader", isLeading); e.proc != "cut" {
-		t.Fatalf("%s leads, want cut", e.proc)
+	isLeading := func(e testenv.Event) bool { return e.Msg == "leading" }
+	f.Start("cut", args(through)...)
+	if e := f.Await(60*time.Second, "the first leader", isLeading); e.Proc != "cut" {
+		t.Fatalf("%s leads, want cut", e.Proc)
 	}
-	f.start("direct", args(direct)...)
-	f.await(30*time.Second, "a slot of the first leader", func(e event) bool { return e.msg == "slot succeeded" && e.proc == "cut" })
+	f.Start("direct", args(direct)...)
+	f.Await(30*time.Second, "a slot of the first leader", func(e testenv.Event) bool { return e.Msg == "slot succeeded" && e.Proc == "cut" })
 
 	proxy.Close() // the first leader's database is gone; the other's is not
 	cutAt := time.Now()
-	f.await(lost+10*time.Second, "the cut-off leader letting go", func(e event) bool {
-		return e.proc == "cut" && e.msg == "let go of the file lock: this process cannot reach the database"
+	f.Await(lost+10*time.Second, "the cut-off leader letting go", func(e testenv.Event) bool {
+		return e.Proc == "cut" && e.Msg == "let go of the file lock: this process cannot reach the database"
 	})
-	e := f.await(10*time.Second, "a new leader", isLeading)
-	if e.proc != "direct" {
-		t.Fatalf("%s leads after the cut, want direct", e.proc)
+	e := f.Await(10*time.Second, "a new leader", isLeading)
+	if e.Proc != "direct" {
+		t.Fatalf("%s leads after the cut, want direct", e.Proc)
 	}
-	took := e.at.Sub(cutAt)
+	took := e.At.Sub(cutAt)
 	t.Logf("the process with a database leads %s after the leader lost its own (--database-lost-timeout %s)", took.Round(time.Millisecond), lost)
-	f.await(30*time.Second, "a slot of the new leader", func(e event) bool { return e.msg == "slot succeeded" && e.proc == "direct" })
-	for _, p := range f.procs {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		<-p.done
+	f.Await(30*time.Second, "a slot of the new leader", func(e testenv.Event) bool { return e.Msg == "slot succeeded" && e.Proc == "direct" })
+	for _, p := range f.Procs() {
+		_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+		<-p.Done
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.notJSON) > 0 {
-		t.Errorf("lines that are not JSON:\n%s", strings.Join(f.notJSON, "\n"))
+	if len(f.NotJSON()) > 0 {
+		t.Errorf("lines that are not JSON:\n%s", strings.Join(f.NotJSON(), "\n"))
 	}
 }
 
@@ -91,14 +89,14 @@ func TestUnreadableLedgerExits1(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := newFleet(t)
-	p := f.start("p1", "run", "--mode", "filelock", "--lock-file", filepath.Join(dir, "leasecron.lock"),
+	p := f.Start("p1", "run", "--mode", "filelock", "--lock-file", filepath.Join(dir, "leasecron.lock"),
 		"--database-dsn", dsn, "--http-addr", "127.0.0.1:0", "--log-format", "json")
-	e := f.await(30*time.Second, "the exit line", func(e event) bool { return e.msg == "exiting" })
-	if why := fmt.Sprint(e.attrs["err"]); !strings.Contains(why, "daily-stats cannot start") {
+	e := f.Await(30*time.Second, "the exit line", func(e testenv.Event) bool { return e.Msg == "exiting" })
+	if why := fmt.Sprint(e.Attrs["err"]); !strings.Contains(why, "daily-stats cannot start") {
 		t.Errorf("exit line says %q, want why daily-stats cannot start", why)
 	}
-	<-p.done
-	if code := p.cmd.ProcessState.ExitCode(); code != 1 {
+	<-p.Done
+	if code := p.Cmd.ProcessState.ExitCode(); code != 1 {
 		t.Fatalf("exit code %d, want 1", code)
 	}
 }

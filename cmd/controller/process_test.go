@@ -1,17 +1,13 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,101 +25,8 @@ var binary string
 
 func TestMain(m *testing.M) { testenv.MainWithLeasecron(m, &binary) }
 
-// event is one JSON log line of one process.
-type event struct {
-	proc  string
-	msg   string
-	attrs map[string]any
-	at    time.Time
-}
-
-// proc is a running `leasecron run`.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-// fleet runs leasecron processes and merges their logs into one stream.
-type fleet struct {
-	t      *testing.T
-	events chan event
-	mu     sync.Mutex
-	logs   bytes.Buffer
-	procs  map[string]*proc
-	// notJSON holds every line a process wrote that is not JSON (with
-	// --log-format json, every line must be).
-	notJSON []string
-}
-
-func newFleet(t *testing.T) *fleet {
-	f := &fleet{t: t, events: make(chan event, 10000), procs: map[string]*proc{}}
-	t.Cleanup(func() {
-		for _, p := range f.procs {
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			f.mu.Lock()
-			t.Logf("process logs:\n%s", f.logs.String())
-			f.mu.Unlock()
-		}
-	})
-	return f
-}
-
-func (f *fleet) start(name string, args ...string) *proc {
-	f.t.Helper()
-	cmd := exec.Command(binary, args...)
-	cmd.Env = append(os.Environ(), "LEASECRON_IDENTITY="+name)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		f.t.Fatal(err)
-	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
-	f.procs[name] = p
-	go func() {
-		defer close(p.done)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Bytes()
-			f.mu.Lock()
-			fmt.Fprintf(&f.logs, "%s: %s\n", name, line)
-			f.mu.Unlock()
-			var m map[string]any
-			if json.Unmarshal(line, &m) != nil {
-				f.mu.Lock()
-				f.notJSON = append(f.notJSON, name+": "+string(line))
-				f.mu.Unlock()
-				continue
-			}
-			msg, _ := m["msg"].(string)
-			f.events <- event{proc: name, msg: msg, attrs: m, at: time.Now()}
-		}
-		_ = cmd.Wait()
-	}()
-	return p
-}
-
-// await returns the next event matching ok, failing after timeout.
-func (f *fleet) await(timeout time.Duration, what string, ok func(event) bool) event {
-	f.t.Helper()
-	deadline := time.After(timeout)
-	for {
-		select {
-		case e := <-f.events:
-			if ok(e) {
-				return e
-			}
-		case <-deadline:
-			f.t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-	}
-}
+// newFleet runs leasecron processes and merges their logs into one stream.
+func newFleet(t *testing.T) *testenv.Fleet { return testenv.NewFleet(t, binary) }
 
 func TestThreeProcessesOneLeaderExactlyOnce(t *testing.T) {
 	for _, dialect := range testenv.Dialects() {
@@ -135,53 +38,53 @@ func TestThreeProcessesOneLeaderExactlyOnce(t *testing.T) {
 				"--database-dsn", dsn, "--schedule", "daily-stats=* * * * * *", "--timezone", "UTC",
 				"--http-addr", "127.0.0.1:0", "--log-format", "json", "--shutdown-grace-period", "5s"}
 			for _, n := range []string{"p1", "p2", "p3"} {
-				f.start(n, args...)
+				f.Start(n, args...)
 			}
-			isLeading := func(e event) bool { return e.msg == "leading" }
-			first := f.await(60*time.Second, "a leader", isLeading)
+			isLeading := func(e testenv.Event) bool { return e.Msg == "leading" }
+			first := f.Await(60*time.Second, "a leader", isLeading)
 			// Let the leader run a few slots, and make sure nobody else leads.
 			for i := 0; i < 3; i++ {
-				e := f.await(30*time.Second, "a slot", func(e event) bool { return e.msg == "slot succeeded" || isLeading(e) })
+				e := f.Await(30*time.Second, "a slot", func(e testenv.Event) bool { return e.Msg == "slot succeeded" || isLeading(e) })
 				if isLeading(e) {
-					t.Fatalf("%s leads while %s leads", e.proc, first.proc)
+					t.Fatalf("%s leads while %s leads", e.Proc, first.Proc)
 				}
-				if e.proc != first.proc {
-					t.Fatalf("%s ran a slot, but %s leads", e.proc, first.proc)
+				if e.Proc != first.Proc {
+					t.Fatalf("%s ran a slot, but %s leads", e.Proc, first.Proc)
 				}
 			}
 
 			killed := time.Now()
-			if err := f.procs[first.proc].cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			if err := f.Procs()[first.Proc].Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
-			second := f.await(30*time.Second, "a new leader", isLeading)
-			takeover := second.at.Sub(killed)
-			t.Logf("%s: takeover after kill -9 of %s by %s in %s", dialect, first.proc, second.proc, takeover)
-			if second.proc == first.proc {
-				t.Fatalf("killed process %s leads again", first.proc)
+			second := f.Await(30*time.Second, "a new leader", isLeading)
+			takeover := second.At.Sub(killed)
+			t.Logf("%s: takeover after kill -9 of %s by %s in %s", dialect, first.Proc, second.Proc, takeover)
+			if second.Proc == first.Proc {
+				t.Fatalf("killed process %s leads again", first.Proc)
 			}
 			if takeover > time.Second {
 				t.Errorf("takeover took %s, want within a second", takeover)
 			}
 			// The new leader catches up and runs on: wait for a slot well
 			// after the kill.
-			f.await(30*time.Second, "a slot after the takeover", func(e event) bool {
-				if e.msg != "slot succeeded" || e.proc != second.proc {
+			f.Await(30*time.Second, "a slot after the takeover", func(e testenv.Event) bool {
+				if e.Msg != "slot succeeded" || e.Proc != second.Proc {
 					return false
 				}
-				s, _ := time.Parse(time.RFC3339, fmt.Sprint(e.attrs["slot"]))
+				s, _ := time.Parse(time.RFC3339, fmt.Sprint(e.Attrs["slot"]))
 				return s.After(killed.Add(2 * time.Second))
 			})
 
-			for n, p := range f.procs {
-				if n != first.proc {
-					_ = p.cmd.Process.Signal(syscall.SIGTERM)
+			for n, p := range f.Procs() {
+				if n != first.Proc {
+					_ = p.Cmd.Process.Signal(syscall.SIGTERM)
 				}
 			}
-			for n, p := range f.procs {
-				<-p.done
-				if n != first.proc && p.cmd.ProcessState.ExitCode() != 0 {
-					t.Errorf("%s exited %d after SIGTERM, want 0", n, p.cmd.ProcessState.ExitCode())
+			for n, p := range f.Procs() {
+				<-p.Done
+				if n != first.Proc && p.Cmd.ProcessState.ExitCode() != 0 {
+					t.Errorf("%s exited %d after SIGTERM, want 0", n, p.Cmd.ProcessState.ExitCode())
 				}
 			}
 			checkExactlyOnce(t, dsn)
@@ -278,15 +181,15 @@ func TestDatabaseOutage(t *testing.T) {
 		"--http-addr", "127.0.0.1:0", "--log-format", "json", "--shutdown-grace-period", "5s"}
 	addr := map[string]string{}
 	for _, n := range []string{"p1", "p2"} { // p1 leads: it starts first, p2 waits for its lock
-		f.start(n, args...)
-		e := f.await(60*time.Second, n+"'s http address", func(e event) bool { return e.proc == n && e.msg == "http server listening" })
-		addr[n] = fmt.Sprint(e.attrs["addr"])
+		f.Start(n, args...)
+		e := f.Await(60*time.Second, n+"'s http address", func(e testenv.Event) bool { return e.Proc == n && e.Msg == "http server listening" })
+		addr[n] = fmt.Sprint(e.Attrs["addr"])
 		if n == "p1" {
-			f.await(60*time.Second, "p1 to lead", func(e event) bool { return e.proc == n && e.msg == "leading" })
+			f.Await(60*time.Second, "p1 to lead", func(e testenv.Event) bool { return e.Proc == n && e.Msg == "leading" })
 		}
 	}
 	const leaderName = "p1"
-	f.await(30*time.Second, "a slot", func(e event) bool { return e.msg == "slot succeeded" })
+	f.Await(30*time.Second, "a slot", func(e testenv.Event) bool { return e.Msg == "slot succeeded" })
 
 	ready := func(n string) bool {
 		c := http.Client{Timeout: 5 * time.Second}
@@ -314,7 +217,7 @@ func TestDatabaseOutage(t *testing.T) {
 	}
 	stopped := time.Now()
 	awaitReady(leaderName, false)
-	f.await(30*time.Second, "a failed attempt", func(e event) bool { return e.msg == "slot attempt failed, retrying" })
+	f.Await(30*time.Second, "a failed attempt", func(e testenv.Event) bool { return e.Msg == "slot attempt failed, retrying" })
 	time.Sleep(time.Until(stopped.Add(outage))) // the outage itself: how long the database stays away
 	if err := srv.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -322,19 +225,19 @@ func TestDatabaseOutage(t *testing.T) {
 	restarted := time.Now()
 	awaitReady(leaderName, true)
 	t.Logf("database away for %s; /readyz recovered %s after the restart", restarted.Sub(stopped).Round(time.Millisecond), time.Since(restarted).Round(time.Millisecond))
-	f.await(60*time.Second, "a slot after the outage", func(e event) bool {
-		if e.msg != "slot succeeded" {
+	f.Await(60*time.Second, "a slot after the outage", func(e testenv.Event) bool {
+		if e.Msg != "slot succeeded" {
 			return false
 		}
-		s, _ := time.Parse(time.RFC3339, fmt.Sprint(e.attrs["slot"]))
+		s, _ := time.Parse(time.RFC3339, fmt.Sprint(e.Attrs["slot"]))
 		return s.After(restarted.Add(time.Second))
 	})
-	for _, p := range f.procs {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	for _, p := range f.Procs() {
+		_ = p.Cmd.Process.Signal(syscall.SIGTERM)
 	}
-	for n, p := range f.procs {
-		<-p.done
-		if c := p.cmd.ProcessState.ExitCode(); c != 0 {
+	for n, p := range f.Procs() {
+		<-p.Done
+		if c := p.Cmd.ProcessState.ExitCode(); c != 0 {
 			t.Errorf("%s exited %d after SIGTERM, want 0", n, c)
 		}
 	}
@@ -373,21 +276,19 @@ func TestUnreachableDatabaseHidesTheSecret(t *testing.T) {
 					args = append(args, "--mode", "filelock", "--lock-file", filepath.Join(dir, "leasecron.lock"), "--http-addr", "127.0.0.1:0")
 				}
 				f := newFleet(t)
-				p := f.start("p", args...)
-				warn := f.await(30*time.Second, "the unreachable warning", func(e event) bool { return e.msg == "database unreachable, retrying" })
-				if shown := fmt.Sprint(warn.attrs["dsn"]); !strings.Contains(shown, "xxxxx") || !strings.Contains(shown, "127.0.0.1:1") {
+				p := f.Start("p", args...)
+				warn := f.Await(30*time.Second, "the unreachable warning", func(e testenv.Event) bool { return e.Msg == "database unreachable, retrying" })
+				if shown := fmt.Sprint(warn.Attrs["dsn"]); !strings.Contains(shown, "xxxxx") || !strings.Contains(shown, "127.0.0.1:1") {
 					t.Errorf("warning names the database as %q, want it redacted", shown)
 				}
-				if d, err := time.ParseDuration(fmt.Sprint(warn.attrs["retry_in"])); err != nil || d <= 0 {
-					t.Errorf("retry_in = %#v, want a duration such as \"250ms\"", warn.attrs["retry_in"])
+				if d, err := time.ParseDuration(fmt.Sprint(warn.Attrs["retry_in"])); err != nil || d <= 0 {
+					t.Errorf("retry_in = %#v, want a duration such as \"250ms\"", warn.Attrs["retry_in"])
 				}
-				<-p.done
-				if code := p.cmd.ProcessState.ExitCode(); code != 1 {
+				<-p.Done
+				if code := p.Cmd.ProcessState.ExitCode(); code != 1 {
 					t.Errorf("exit code %d, want 1", code)
 				}
-				f.mu.Lock()
-				logs := f.logs.String()
-				f.mu.Unlock()
+				logs := f.Logs()
 				lines := strings.Split(strings.TrimRight(logs, "\n"), "\n")
 				if last := lines[len(lines)-1]; !strings.Contains(last, "is unreachable after") || !strings.Contains(last, "xxxxx") {
 					t.Errorf("exit error = %q, want the redacted database and 'is unreachable after'", last)
@@ -408,14 +309,14 @@ func TestUnreachableDatabaseHidesTheSecret(t *testing.T) {
 func TestMetricsScrapedShape(t *testing.T) {
 	dir := t.TempDir()
 	f := newFleet(t)
-	f.start("p1", "run", "--mode", "filelock", "--lock-file", filepath.Join(dir, "leasecron.lock"),
+	f.Start("p1", "run", "--mode", "filelock", "--lock-file", filepath.Join(dir, "leasecron.lock"),
 		"--database-dsn", testenv.DSN(t, "sqlite"), "--schedule", "daily-stats=* * * * * *", "--timezone", "UTC",
 		"--http-addr", "127.0.0.1:0", "--log-format", "json")
-	addr := fmt.Sprint(f.await(60*time.Second, "the http address", func(e event) bool { return e.msg == "http server listening" }).attrs["addr"])
+	addr := fmt.Sprint(f.Await(60*time.Second, "the http address", func(e testenv.Event) bool { return e.Msg == "http server listening" }).attrs["addr"])
 	// A slot's metrics are set after its log line and before the next slot
 	// starts: after the second slot, the first one's series are all there.
 	for i := 0; i < 2; i++ {
-		f.await(30*time.Second, "a slot", func(e event) bool { return e.msg == "slot succeeded" })
+		f.Await(30*time.Second, "a slot", func(e testenv.Event) bool { return e.Msg == "slot succeeded" })
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
