@@ -312,7 +312,7 @@ func TestMetricsScrapedShape(t *testing.T) {
 	f.Start("p1", "run", "--mode", "filelock", "--lock-file", filepath.Join(dir, "leasecron.lock"),
 		"--database-dsn", testenv.DSN(t, "sqlite"), "--schedule", "daily-stats=* * * * * *", "--timezone", "UTC",
 		"--http-addr", "127.0.0.1:0", "--log-format", "json")
-	addr := fmt.Sprint(f.Await(60*time.Second, "the http address", func(e testenv.Event) bool { return e.Msg == "http server listening" }).attrs["addr"])
+	addr := fmt.Sprint(f.Await(60*time.Second, "the http address", func(e testenv.Event) bool { return e.Msg == "http server listening" }).Attrs["addr"])
 	// A slot's metrics are set after its log line and before the next slot
 	// starts: after the second slot, the first one's series are all there.
 	for i := 0; i < 2; i++ {
