@@ -49,7 +49,7 @@ func leaderWithoutDatabaseLetsGo(t *testing.T, dialect string) {
 	proxy.Close() // the first leader's database is gone; the other's is not
 	cutAt := time.Now()
 	f.Await(lost+10*time.Second, "the cut-off leader letting go", func(e testenv.Event) bool {
-		return e.Proc == "cut" && e.Msg == "let go of the file lock: this process cannot reach the database"
+		return e.Proc == "cut" && e.Msg == "let go of leadership: this process cannot reach the database"
 	})
 	e := f.Await(10*time.Second, "a new leader", isLeading)
 	if e.Proc != "direct" {

@@ -182,3 +182,51 @@ func TestConcurrentMigrations(t *testing.T) {
 func migrateAll(ctx context.Context, db *gorm.DB) error {
 	return jobs.Migrate(ctx, db, []jobs.Definition{{Name: Name, Work: Job{}}})
 }
+
+// 00:00:50 in Shanghai on the 24th is 16:00:50 UTC on the 23rd: run through
+// the engine, the rows carry the 24th on every dialect, whatever the
+// server's zone, and a second run of the slot writes nothing.
+func TestWritesSlotDateInZone(t *testing.T) {
+	sh, err := time.LoadLocation("Asia/Shanghai")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range testenv.Dialects() {
+		t.Run(d, func(t *testing.T) {
+			ctx := context.Background()
+			db := open(t, d)
+			sched, err := jobs.ParseSchedule(DefaultSchedule, sh)
+			if err != nil {
+				t.Fatal(err)
+			}
+			def := jobs.Definition{Name: Name, Schedule: sched, Work: Job{}}
+			if err := jobs.Migrate(ctx, db, []jobs.Definition{def}); err != nil {
+				t.Fatal(err)
+			}
+			s, err := jobs.New(db, "test", []jobs.Definition{def}, jobs.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			slot := time.Date(2026, 11, 24, 0, 0, 50, 0, sh)
+			for i, want := range []jobs.Outcome{jobs.Succeeded, jobs.Skipped} {
+				if out, err := s.RunSlot(ctx, jobs.Fence{}, Name, slot, time.Now().Add(time.Minute)); err != nil || out != want {
+					t.Fatalf("run %d = %v, %v; want %v", i+1, out, err, want)
+				}
+			}
+			want := model.Date{Year: 2026, Month: 11, Day: 24}
+			for _, s := range Stats() {
+				var dates []model.Date
+				if err := db.Table(s.Table).Pluck("date", &dates).Error; err != nil {
+					t.Fatal(err)
+				}
+				if len(dates) != 1 || dates[0] != want {
+					t.Errorf("%s dates = %v, want [%s]", s.Table, dates, want)
+				}
+				var count int
+				if err := db.Table(s.Table).Select(s.CountColumn).Where("date = ?", want).Scan(&count).Error; err != nil || count != 0 {
+					t.Errorf("%s.%s = %d (%v), want 0", s.Table, s.CountColumn, count, err)
+				}
+			}
+		})
+	}
+}

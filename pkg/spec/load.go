@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
@@ -50,7 +51,12 @@ func Load(r io.Reader, source string) ([]ScheduledJob, error) {
 		}
 		var sj ScheduledJob
 		if err := yaml.UnmarshalStrict(b, &sj); err != nil {
-			errs = append(errs, fmt.Errorf("%s: document %d: not a ScheduledJob: %v: fix the YAML (see the README's \"Your own jobs\")", source, doc, err))
+			where := fmt.Sprintf("%s: document %d", source, doc)
+			var named ScheduledJob
+			if yaml.Unmarshal(b, &named) == nil && named.Name != "" {
+				where += ": job " + named.Name
+			}
+			errs = append(errs, fmt.Errorf("%s: not a ScheduledJob: %s: fix the YAML (see the README's \"Your own jobs\")", where, decodeProblem(err)))
 			continue
 		}
 		switch {
@@ -78,4 +84,14 @@ func empty(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// decodeProblem is the part of a YAML decoding error that says what is
+// wrong, without the layers of the YAML-to-JSON conversion.
+func decodeProblem(err error) string {
+	msg := err.Error()
+	for _, p := range []string{"error converting YAML to JSON: ", "error unmarshaling JSON: ", "while decoding JSON: ", "json: "} {
+		msg = strings.ReplaceAll(msg, p, "")
+	}
+	return msg
 }
