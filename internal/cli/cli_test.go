@@ -317,3 +317,73 @@ func TestSlotLogLine(t *testing.T) {
 		t.Errorf("duration %q does not parse as a positive duration: %v", d, err)
 	}
 }
+
+// TestBadJobsFile: a jobs file with problems is refused before anything is
+// opened or written, with exit 2 and one line per problem that names the
+// file, the job, the field and the fix — by run, validate, jobs and once alike.
+func TestBadJobsFile(t *testing.T) {
+	const head = "apiVersion: leasecron.io/v1alpha1\nkind: ScheduledJob\n"
+	for _, tc := range []struct {
+		name string
+		text string
+		want []string
+	}{
+		{"not YAML", "::: [", []string{"document 1: not a ScheduledJob"}},
+		{"wrong apiVersion", "apiVersion: batch/v1\nkind: ScheduledJob\nmetadata: {name: a}\n", []string{`apiVersion "batch/v1": want apiVersion: leasecron.io/v1alpha1`}},
+		{"wrong kind", "apiVersion: leasecron.io/v1alpha1\nkind: CronJob\nmetadata: {name: a}\n", []string{`kind "CronJob": want kind: ScheduledJob`}},
+		{"no kind", head + "metadata: {name: a}\nspec: {schedule: '@daily'}\n", []string{"job a: spec: no kind: set exactly one of"}},
+		{"two kinds", head + "metadata: {name: a}\nspec: {schedule: '@daily', dailyStats: {}, http: {url: 'http://x'}}\n", []string{"job a: spec: two kinds (dailyStats and http): set exactly one"}},
+		{"duplicate names", head + "metadata: {name: a}\nspec: {schedule: '@daily', dailyStats: {}}\n---\n" + head + "metadata: {name: a}\nspec: {schedule: '@daily', dailyStats: {}}\n", []string{"job a: metadata.name: defined twice"}},
+		{"invalid name", head + "metadata: {name: A_b}\nspec: {schedule: '@daily', dailyStats: {}}\n", []string{`job A_b: metadata.name: "A_b" is not a DNS-1123 label`}},
+		{"invalid schedule and zone", head + "metadata: {name: a}\nspec: {schedule: 'every day', timeZone: Mars/Olympus, dailyStats: {}}\n", []string{"job a: spec.timeZone:", "job a: spec.schedule:"}},
+		{"zero timeout, limit and backoff", head + "metadata: {name: a}\nspec: {schedule: '@daily', timeout: 0s, catchUp: {limit: 0}, retries: {backoff: {initial: 0s}}, dailyStats: {}}\n",
+			[]string{"job a: spec.catchUp.limit: must be 1 or more", "job a: spec.timeout: must be a positive duration", "job a: spec.retries.backoff.initial: must be a positive duration"}},
+		{"http url not absolute", head + "metadata: {name: a}\nspec: {schedule: '@daily', http: {url: '/tasks/expire'}}\n", []string{"job a: spec.http.url:"}},
+		{"http template unknown field", head + "metadata: {name: a}\nspec: {schedule: '@daily', http: {url: 'http://x/{{.Nope}}'}}\n", []string{"job a: spec.http.url: template fails on the slot context, whose fields are .Slot, .SlotDate, .PrevSlot, .Job and .Key"}},
+		{"http template does not parse", head + "metadata: {name: a}\nspec: {schedule: '@daily', http: {url: 'http://x', body: '{{.Slot'}}\n", []string{"job a: spec.http.body:"}},
+		{"http headersFrom file missing", head + "metadata: {name: a}\nspec: {schedule: '@daily', http: {url: 'http://x', headersFrom: [{name: Authorization, file: /nonexistent/token}]}}\n", []string{"job a: spec.http.headersFrom[0].file:"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "jobs.yaml")
+			if err := os.WriteFile(file, []byte(tc.text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			for _, args := range [][]string{
+				{"run", "--jobs-file", file},
+				{"validate", "--jobs-file", file},
+				{"jobs", "--jobs-file", file},
+				{"once", "a", "--jobs-file", file},
+			} {
+				dir := t.TempDir()
+				t.Chdir(dir)
+				if args[0] != "validate" && args[0] != "jobs" {
+					args = append(args, "--database-dsn", "sqlite://"+filepath.Join(dir, "x.db"))
+				}
+				code, stdout, stderr := execute(t, nil, args...)
+				if code != ExitUsage {
+					t.Fatalf("%s: exit code %d, want %d; stderr: %s", args[0], code, ExitUsage, stderr)
+				}
+				lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
+				if len(lines) != len(tc.want) {
+					t.Errorf("%s: %d lines on stderr, want %d:\n%s", args[0], len(lines), len(tc.want), stderr)
+				}
+				for _, w := range tc.want {
+					if !strings.Contains(stderr, w) {
+						t.Errorf("%s: stderr does not say %q:\n%s", args[0], w, stderr)
+					}
+				}
+				for _, l := range lines {
+					if !strings.HasPrefix(l, "leasecron: "+file+": ") {
+						t.Errorf("%s: line %q does not name the file", args[0], l)
+					}
+				}
+				if stdout != "" {
+					t.Errorf("%s: stdout = %q, want nothing", args[0], stdout)
+				}
+				if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+					t.Errorf("%s: bad input wrote %v", args[0], entries)
+				}
+			}
+		})
+	}
+}
