@@ -53,7 +53,7 @@ func TestDeliversOncePerSlot(t *testing.T) {
 		if err != nil || out != jobs.Succeeded {
 			t.Fatalf("RunSlot = %v, %v; want succeeded (log: %s)", out, err, e.log)
 		}
-		ds := rc.deliveries()
+		ds := rc.Deliveries()
 		if len(ds) != 1 {
 			t.Fatalf("receiver saw %d deliveries, want 1", len(ds))
 		}
@@ -82,7 +82,7 @@ func TestDeliversOncePerSlot(t *testing.T) {
 		if out, err := e.run(t); err != nil || out != jobs.Skipped {
 			t.Fatalf("second RunSlot = %v, %v; want skipped", out, err)
 		}
-		if n := len(rc.deliveries()); n != 1 {
+		if n := len(rc.Deliveries()); n != 1 {
 			t.Fatalf("receiver saw %d deliveries after the slot was done, want 1", n)
 		}
 	})
@@ -105,7 +105,7 @@ func TestRetriesCarryTheSameKey(t *testing.T) {
 		if out, err := e.run(t); err != nil || out != jobs.Succeeded {
 			t.Fatalf("RunSlot = %v, %v; want succeeded (log: %s)", out, err, e.log)
 		}
-		ds := rc.deliveries()
+		ds := rc.Deliveries()
 		if got := perKey(ds); len(ds) != 3 || got[slotKey] != 3 {
 			t.Fatalf("deliveries per key = %v (%d in all), want 3 with %q", got, len(ds), slotKey)
 		}
@@ -158,7 +158,7 @@ func TestFailureIsRecordedRedacted(t *testing.T) {
 		if out, err := e.run(t); err != nil || out != jobs.Failed {
 			t.Fatalf("RunSlot = %v, %v; want failed", out, err)
 		}
-		if n := len(rc.deliveries()); n != 1 {
+		if n := len(rc.Deliveries()); n != 1 {
 			t.Fatalf("receiver saw %d deliveries, want 1 (retries.limit 1)", n)
 		}
 		row := onlyRow(t, e.db)
@@ -240,7 +240,7 @@ func TestRedirects(t *testing.T) {
 			if out, err := e.run(t); err != nil || out != jobs.Failed {
 				t.Fatalf("RunSlot = %v, %v; want failed", out, err)
 			}
-			if n := len(rc.deliveries("/target")); n != 0 {
+			if n := len(rc.Deliveries("/target")); n != 0 {
 				t.Fatalf("the redirect's target saw %d deliveries, want none", n)
 			}
 			row := onlyRow(t, e.db)
@@ -255,7 +255,7 @@ func TestRedirects(t *testing.T) {
 			if out, err := e.run(t); err != nil || out != jobs.Succeeded {
 				t.Fatalf("RunSlot = %v, %v; want succeeded (log: %s)", out, err, e.log)
 			}
-			ds := rc.deliveries("/target")
+			ds := rc.Deliveries("/target")
 			if len(ds) != 1 || ds[0].Header.Get("Idempotency-Key") != slotKey {
 				t.Fatalf("the redirect's target saw %v, want one delivery with key %q", perKey(ds), slotKey)
 			}
@@ -332,7 +332,7 @@ func TestFencedDeliveryIsNotRecorded(t *testing.T) {
 		if out, err := s2.RunSlot(ctx, f2, jobName, slot, time.Now().Add(time.Minute)); err != nil || out != jobs.Succeeded {
 			t.Fatalf("new leader's RunSlot = %v, %v; want succeeded (log: %s)", out, err, &log)
 		}
-		ds := rc.deliveries()
+		ds := rc.Deliveries()
 		if got := perKey(ds); len(ds) != 2 || got[slotKey] != 2 {
 			t.Fatalf("deliveries per key = %v (%d in all), want 2 with %q", got, len(ds), slotKey)
 		}

@@ -6,10 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,73 +22,17 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// delivery is one request as the receiver saw it.
-type delivery struct {
-	Method string
-	Path   string
-	Query  url.Values
-	Host   string
-	Header http.Header
-	Body   string
-}
-
-// receiver is a real HTTP server that records every delivery. answer
-// writes the response to the n-th delivery (from 1).
-type receiver struct {
-	srv    *httptest.Server
-	answer func(w http.ResponseWriter, r *http.Request, n int)
-
-	mu  sync.Mutex
-	got []delivery
-}
+// receiver and delivery are testenv's: a real HTTP server of the test's own.
+type (
+	receiver = testenv.Receiver
+	delivery = testenv.Delivery
+)
 
 func newReceiver(t *testing.T, answer func(w http.ResponseWriter, r *http.Request, n int)) *receiver {
-	t.Helper()
-	rc := &receiver{answer: answer}
-	rc.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, err := io.ReadAll(r.Body)
-		if err != nil {
-			t.Errorf("receiver: reading the body: %v", err)
-		}
-		rc.mu.Lock()
-		rc.got = append(rc.got, delivery{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), Host: r.Host, Header: r.Header.Clone(), Body: string(b)})
-		n := len(rc.got)
-		rc.mu.Unlock()
-		if rc.answer == nil {
-			w.WriteHeader(http.StatusOK)
-			return
-		}
-		rc.answer(w, r, n)
-	}))
-	t.Cleanup(rc.srv.Close)
-	return rc
+	return testenv.NewReceiver(t, answer)
 }
 
-// URL is the receiver's base URL.
-func (rc *receiver) URL() string { return rc.srv.URL }
-
-// deliveries returns what the receiver saw, in order; with a path, only the
-// deliveries to it.
-func (rc *receiver) deliveries(path ...string) []delivery {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	var out []delivery
-	for _, d := range rc.got {
-		if len(path) == 0 || d.Path == path[0] {
-			out = append(out, d)
-		}
-	}
-	return out
-}
-
-// perKey counts deliveries by Idempotency-Key.
-func perKey(ds []delivery) map[string]int {
-	m := map[string]int{}
-	for _, d := range ds {
-		m[d.Header.Get("Idempotency-Key")]++
-	}
-	return m
-}
+func perKey(ds []delivery) map[string]int { return testenv.PerKey(ds) }
 
 func answer(status int, body string) func(w http.ResponseWriter, r *http.Request, n int) {
 	return func(w http.ResponseWriter, _ *http.Request, _ int) {

@@ -44,7 +44,7 @@ func TestHeadersFromAreReadAtEveryAttempt(t *testing.T) {
 	if err := w.Run(ctx, slotOf(2)); err != nil {
 		t.Fatal(err)
 	}
-	ds := rc.deliveries()
+	ds := rc.Deliveries()
 	if len(ds) != 2 {
 		t.Fatalf("receiver saw %d deliveries, want 2", len(ds))
 	}
@@ -63,7 +63,7 @@ func TestHeadersFromAreReadAtEveryAttempt(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "header Authorization") || !strings.Contains(err.Error(), token) {
 		t.Fatalf("Run without the file = %v, want an error naming the header and the file", err)
 	}
-	if n := len(rc.deliveries()); n != 2 {
+	if n := len(rc.Deliveries()); n != 2 {
 		t.Fatalf("receiver saw %d deliveries, want none without the header", n)
 	}
 }
@@ -111,7 +111,7 @@ func TestMethodAndHost(t *testing.T) {
 	if err := w.Run(context.Background(), slotOf(1)); err != nil {
 		t.Fatal(err)
 	}
-	ds := rc.deliveries()
+	ds := rc.Deliveries()
 	if len(ds) != 1 {
 		t.Fatalf("receiver saw %d deliveries, want 1", len(ds))
 	}
@@ -143,7 +143,7 @@ func TestRedirectToAnotherHostDropsSecrets(t *testing.T) {
 			t.Fatalf("%s: %v", path, err)
 		}
 	}
-	away, here := other.deliveries("/landed"), rc.deliveries("/landed")
+	away, here := other.Deliveries("/landed"), rc.Deliveries("/landed")
 	if len(away) != 1 || len(here) != 1 {
 		t.Fatalf("deliveries after the redirects: %d away, %d here; want 1 each", len(away), len(here))
 	}
