@@ -56,6 +56,7 @@ func (w *jobsWatcher) check(ctx context.Context) {
 		if w.bad != ([sha256.Size]byte{}) { // edited back to the running set
 			w.bad = [sha256.Size]byte{}
 			w.metrics.JobsFileErrors.Set(0)
+			w.log.Info("jobs file is back to the jobs that run", "file", w.opts.jobsFile)
 		}
 		return
 	}
