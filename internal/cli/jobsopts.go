@@ -14,11 +14,12 @@ import (
 	"github.com/leasecron/leasecron/pkg/httpjob"
 	"github.com/leasecron/leasecron/pkg/jobs"
 	"github.com/leasecron/leasecron/pkg/spec"
+	"github.com/leasecron/leasecron/pkg/sqljob"
 )
 
 // catalog is the kinds this binary runs.
 func catalog() *spec.Catalog {
-	return spec.NewCatalog(dailystats.Kind{}, httpjob.Kind{})
+	return spec.NewCatalog(dailystats.Kind{}, sqljob.Kind{}, httpjob.Kind{})
 }
 
 // jobsOptions say which jobs run, in which zone, with which defaults.
