@@ -13,6 +13,7 @@ import (
 	"github.com/leasecron/leasecron/internal/testenv"
 	"github.com/leasecron/leasecron/pkg/jobs"
 	"github.com/leasecron/leasecron/pkg/model"
+	"gorm.io/gorm"
 )
 
 // writeJobs replaces the jobs file at path as an editor or a ConfigMap
@@ -189,5 +190,217 @@ func TestJobsFileLiveEdits(t *testing.T) {
 				t.Errorf("%s was delivered but has no succeeded row", key)
 			}
 		}
+	}
+}
+
+// openDSN opens the database raw names, for a test's own reads and writes.
+func openDSN(t *testing.T, raw string) *gorm.DB {
+	t.Helper()
+	dsn, err := model.ParseDSN(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := model.Open(context.Background(), dsn, 10*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = model.Close(db) })
+	return db
+}
+
+// TestJobsExactlyOnceAcrossKill: three `run` processes share a lock file and
+// a jobs file with a per-second sql job whose work is not idempotent
+// (n = n + 1) and a per-second http job; the leader is killed with -9. After
+// the takeover and catch-up, n equals the sql job's succeeded slots, every
+// slot of both jobs from the first to the last has one succeeded row, and
+// the test's receiver saw every http slot at least once, with duplicates only
+// under the same key.
+func TestJobsExactlyOnceAcrossKill(t *testing.T) {
+	for _, dialect := range testenv.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			dsn := testenv.DSN(t, dialect)
+			db := openDSN(t, dsn)
+			if err := db.Exec("CREATE TABLE counters (name VARCHAR(32) PRIMARY KEY, n INTEGER NOT NULL)").Error; err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Exec("INSERT INTO counters (name, n) VALUES ('tick', 0)").Error; err != nil {
+				t.Fatal(err)
+			}
+			rc := testenv.NewReceiver(t, nil)
+			dir := t.TempDir()
+			file := filepath.Join(dir, "jobs.yaml")
+			writeJobs(t, file, `apiVersion: leasecron.io/v1alpha1
+kind: ScheduledJob
+metadata: {name: tick}
+spec:
+  schedule: "* * * * * *"
+  sql:
+    statements: ["UPDATE counters SET n = n + 1 WHERE name = 'tick'"]
+`, httpJob("hook", "* * * * * *", rc.URL(), false))
+			f := newFleet(t)
+			args := []string{"run", "--mode", "filelock", "--lock-file", filepath.Join(dir, "leasecron.lock"),
+				"--database-dsn", dsn, "--jobs-file", file, "--timezone", "UTC",
+				"--http-addr", "127.0.0.1:0", "--log-format", "json", "--shutdown-grace-period", "5s"}
+			for _, n := range []string{"p1", "p2", "p3"} {
+				f.Start(n, args...)
+			}
+			isLeading := func(e testenv.Event) bool { return e.Msg == "leading" }
+			first := f.Await(60*time.Second, "a leader", isLeading)
+			for i := 0; i < 4; i++ {
+				f.Await(30*time.Second, "a slot", func(e testenv.Event) bool { return e.Msg == "slot succeeded" })
+			}
+			killed := time.Now()
+			if err := f.Procs()[first.Proc].Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			second := f.Await(30*time.Second, "a new leader", isLeading)
+			if second.Proc == first.Proc {
+				t.Fatalf("killed process %s leads again", first.Proc)
+			}
+			for _, job := range []string{"tick", "hook"} {
+				f.Await(30*time.Second, "a slot of "+job+" after the takeover", func(e testenv.Event) bool {
+					return succeeded(job)(e) && e.Proc == second.Proc && slotOf(e).After(killed.Add(2*time.Second))
+				})
+			}
+			for n, p := range f.Procs() {
+				if n != first.Proc {
+					_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+				}
+			}
+			for n, p := range f.Procs() {
+				<-p.Done
+				if n != first.Proc && p.Cmd.ProcessState.ExitCode() != 0 {
+					t.Errorf("%s exited %d after SIGTERM, want 0", n, p.Cmd.ProcessState.ExitCode())
+				}
+			}
+
+			var runs []jobs.JobRun
+			if err := db.Order("job, slot").Find(&runs).Error; err != nil {
+				t.Fatal(err)
+			}
+			done := map[string][]time.Time{}
+			for _, r := range runs {
+				if r.Status != jobs.StatusSucceeded {
+					t.Errorf("%s slot %s is %s (%s)", r.Job, r.Slot, r.Status, r.Error)
+					continue
+				}
+				done[r.Job] = append(done[r.Job], r.Slot.UTC())
+			}
+			for _, job := range []string{"tick", "hook"} {
+				slots := done[job]
+				if len(slots) < 5 {
+					t.Fatalf("%s ran only %d slots", job, len(slots))
+				}
+				for i := 1; i < len(slots); i++ {
+					if gap := slots[i].Sub(slots[i-1]); gap != time.Second {
+						t.Errorf("%s slots %s and %s are %s apart: a slot was lost", job, slots[i-1], slots[i], gap)
+					}
+				}
+			}
+			var n int64
+			if err := db.Raw("SELECT n FROM counters WHERE name = 'tick'").Scan(&n).Error; err != nil {
+				t.Fatal(err)
+			}
+			if n != int64(len(done["tick"])) {
+				t.Errorf("counter n = %d, but %d slots succeeded: the sql job's effect ran other than once per slot", n, len(done["tick"]))
+			}
+			perKey := testenv.PerKey(rc.Deliveries("/hook"))
+			recorded := map[string]bool{}
+			for _, s := range done["hook"] {
+				key := jobs.SlotKey("hook", s)
+				recorded[key] = true
+				if perKey[key] == 0 {
+					t.Errorf("slot %s succeeded, but the receiver never saw %s", s, key)
+				}
+			}
+			again := 0
+			for key, c := range perKey {
+				if !recorded[key] {
+					t.Errorf("the receiver saw %s, which has no succeeded slot", key)
+				}
+				if c > 1 {
+					again++
+				}
+			}
+			for _, d := range rc.Deliveries("/hook") {
+				if d.Body != d.Key() {
+					t.Errorf("delivery with key %q carries body %q: a duplicate under another key", d.Key(), d.Body)
+				}
+			}
+			t.Logf("%s: %s killed, %s took over; tick n = %d over %d slots; hook: %d slots, %d deliveries, %d keys delivered more than once",
+				dialect, first.Proc, second.Proc, n, len(done["tick"]), len(done["hook"]), len(rc.Deliveries("/hook")), again)
+		})
+	}
+}
+
+// TestSlowJobBesideFastJob: a 5-second sql job runs beside a per-second one;
+// the per-second job misses no slot and starts each before the next is due,
+// while the slow job runs (jobs run side by side; the slow one holds no lock
+// the other needs). SQLite runs work in the ledger's transaction one job at a
+// time, so this runs on the servers.
+func TestSlowJobBesideFastJob(t *testing.T) {
+	for _, tc := range []struct{ dialect, sleep string }{{"mysql", "SELECT SLEEP(5)"}, {"postgres", "SELECT pg_sleep(5)"}} {
+		t.Run(tc.dialect, func(t *testing.T) {
+			dsn := testenv.DSN(t, tc.dialect)
+			db := openDSN(t, dsn)
+			if err := db.Exec("CREATE TABLE ticks (slot VARCHAR(32) PRIMARY KEY)").Error; err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			file := filepath.Join(dir, "jobs.yaml")
+			writeJobs(t, file, fmt.Sprintf(`apiVersion: leasecron.io/v1alpha1
+kind: ScheduledJob
+metadata: {name: slow}
+spec:
+  schedule: "*/6 * * * * *"
+  timeout: 30s
+  sql: {statements: [%q]}
+`, tc.sleep), `apiVersion: leasecron.io/v1alpha1
+kind: ScheduledJob
+metadata: {name: fast}
+spec:
+  schedule: "* * * * * *"
+  sql: {statements: ["INSERT INTO ticks (slot) VALUES (@key)"]}
+`)
+			f := newFleet(t)
+			p := f.Start("only", "run", "--mode", "filelock", "--lock-file", filepath.Join(dir, "l.lock"),
+				"--database-dsn", dsn, "--jobs-file", file, "--http-addr", "127.0.0.1:0", "--log-format", "json")
+			// The first slow slot may be one from before the start; measure
+			// from the second, through the third's end: the slow job runs 10
+			// of those 11 seconds.
+			first := f.Await(30*time.Second, "the slow job's slot", succeeded("slow"))
+			second := f.Await(30*time.Second, "the next slow slot", func(e testenv.Event) bool {
+				return succeeded("slow")(e) && slotOf(e).After(slotOf(first))
+			})
+			third := f.Await(30*time.Second, "the third slow slot", func(e testenv.Event) bool {
+				return succeeded("slow")(e) && slotOf(e).After(slotOf(second))
+			})
+			_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+			<-p.Done
+			var runs []jobs.JobRun
+			if err := db.Where("job = ?", "fast").Order("slot").Find(&runs).Error; err != nil {
+				t.Fatal(err)
+			}
+			from, to := slotOf(second), slotOf(third).Add(5*time.Second)
+			checked := 0
+			for i, r := range runs {
+				if r.Slot.Before(from) || r.Slot.After(to) {
+					continue
+				}
+				checked++
+				if r.Status != jobs.StatusSucceeded {
+					t.Errorf("fast slot %s is %s", r.Slot, r.Status)
+				}
+				if i > 0 && r.Slot.Sub(runs[i-1].Slot) != time.Second {
+					t.Errorf("fast slots %s and %s: a slot was missed", runs[i-1].Slot, r.Slot)
+				}
+				if lag := r.StartedAt.Sub(r.Slot); lag >= time.Second {
+					t.Errorf("fast slot %s started %s late, after its next slot was due", r.Slot, lag)
+				}
+			}
+			if checked < 10 {
+				t.Fatalf("only %d fast slots while the slow job ran", checked)
+			}
+		})
 	}
 }
