@@ -128,15 +128,7 @@ func run(ctx context.Context, addr, rawDSN, lockFile, identity string, log *slog
 	// run the jobs; until ctx ends (SIGTERM), letting running slots finish.
 	// Rejoin: a copy that lost the database lets go of the lock and asks
 	// again a second later, so a copy that can reach it leads meanwhile.
-	err = sched.Run(ctx, elector, jobs.RunOptions{Rejoin: time.Second, Scrub: dsn.Scrub,
-		OnLead: func(leading bool) {
-			if leading {
-				m.Leader.Set(1)
-				m.Transitions.Inc()
-			} else {
-				m.Leader.Set(0)
-			}
-		}})
+	err = sched.Run(ctx, elector, jobs.RunOptions{Rejoin: time.Second, Scrub: dsn.Scrub, OnLead: m.OnLead})
 	if err != nil {
 		return fmt.Errorf("scheduler: %w", err) // fenced or lost the lock: let a supervisor restart us
 	}

@@ -286,14 +286,7 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 
 	ro := jobs.RunOptions{
 		DatabaseLostTimeout: o.dbLostTimeout, Scrub: dsn.Scrub,
-		OnLead: func(leading bool) {
-			if leading {
-				m.Leader.Set(1)
-				m.Transitions.Inc()
-			} else {
-				m.Leader.Set(0)
-			}
-		},
+		OnLead: m.OnLead,
 	}
 	if o.mode == "filelock" {
 		ro.Rejoin = filelockRejoin // release the lock and wait; a Pod restarts instead

@@ -54,6 +54,9 @@ func (s *Scheduler) Run(ctx context.Context, e Elector, o RunOptions) error {
 	}
 	log := s.opts.Log
 	lead := func(leaderCtx context.Context) error {
+		if ctx.Err() != nil {
+			return nil // shutting down: won the election too late to lead
+		}
 		if o.OnLead != nil {
 			o.OnLead(true)
 			defer o.OnLead(false)

@@ -139,3 +139,14 @@ func (m *Metrics) Forget(job string) {
 		v.DeletePartialMatch(prometheus.Labels{JobLabel: job})
 	}
 }
+
+// OnLead sets the leader gauge and counts a transition when leading starts:
+// pass it as jobs.RunOptions.OnLead.
+func (m *Metrics) OnLead(leading bool) {
+	if leading {
+		m.Leader.Set(1)
+		m.Transitions.Inc()
+		return
+	}
+	m.Leader.Set(0)
+}
