@@ -20,8 +20,8 @@ func (r refusal) String() string {
 
 const (
 	fixTxControl = "remove it (the engine runs every statement inside the slot's transaction, and commits that together with the slot's succeeded mark)"
-	fixSchema    = "move schema changes to a migration, or run it as a command job"
-	fixCommand   = "run it as a command job"
+	fixSchema    = "move schema changes to a migration"
+	fixCommand   = "run it from a maintenance script, outside leasecron"
 )
 
 // refuse returns why the statement whose code words are ws cannot keep the
@@ -88,7 +88,7 @@ func refuseMySQL(first string, w func(int) string) *refusal {
 	case "ALTER", "RENAME":
 		return implicit(first, fixSchema)
 	case "TRUNCATE":
-		return implicit(first, "use DELETE FROM, which is transactional, or move it to a command job")
+		return implicit(first, "use DELETE FROM, which is transactional, or run it from a maintenance script")
 	case "ANALYZE":
 		// ANALYZE TABLE; MariaDB's ANALYZE SELECT … only explains a query.
 		switch w(1) {
@@ -130,7 +130,7 @@ func refusePostgres(first string, w func(int) string, ws []word) *refusal {
 	}
 	switch first {
 	case "VACUUM":
-		return noTx(first, "leave it to autovacuum, or run it as a command job")
+		return noTx(first, "leave it to autovacuum, or run it from a maintenance script")
 	case "CREATE", "DROP":
 		switch w(1) {
 		case "DATABASE", "TABLESPACE", "SUBSCRIPTION":
@@ -159,7 +159,7 @@ func refusePostgres(first string, w func(int) string, ws []word) *refusal {
 		// CLUSTER without a table reclusters every table of the database.
 		rest := slices.DeleteFunc(slices.Clone(ws[1:]), func(x word) bool { return x.text == "VERBOSE" })
 		if len(rest) == 0 {
-			return noTx("CLUSTER without a table", "name the table (CLUSTER t USING i), or run it as a command job")
+			return noTx("CLUSTER without a table", "name the table (CLUSTER t USING i)")
 		}
 	case "DISCARD":
 		if w(1) == "ALL" {

@@ -115,7 +115,7 @@ func TestBuildRefuses(t *testing.T) {
 		{"mysql", "SELECT ?", []string{"? is a placeholder", "named parameters"}},
 		{"sqlite", "SELECT :name", []string{":name is a placeholder"}},
 		{"postgres", "SELECT $1", []string{"$1 is a placeholder"}},
-		{"mysql", "ALTER TABLE t ADD COLUMN c INT", []string{"ALTER commits implicitly on MariaDB/MySQL, so it cannot run in the slot's transaction", "migration", "command job"}},
+		{"mysql", "ALTER TABLE t ADD COLUMN c INT", []string{"ALTER commits implicitly on MariaDB/MySQL, so it cannot run in the slot's transaction", "migration"}},
 		{"mysql", "/* note */ -- why\n  alter table t add column c int", []string{"ALTER commits implicitly"}},
 		{"mysql", "/*!40000 ALTER TABLE t DISABLE KEYS */", []string{"ALTER commits implicitly"}},
 		{"mysql", "CREATE TABLE t (x INT)", []string{"CREATE commits implicitly", "CREATE TEMPORARY TABLE"}},
