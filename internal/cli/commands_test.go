@@ -3,6 +3,8 @@ package cli
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -136,5 +138,62 @@ func loadLegacy(t *testing.T, raw string, days, copies int) {
 		if err := db.Exec("INSERT INTO " + s.Table + " (date, " + s.CountColumn + ") VALUES " + strings.Join(vals, ", ")).Error; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestHTTPJobBackfillAndVerify: a backfill of an http job says how many
+// requests it will send before it starts, sends one per slot, each with its
+// own key, and a second backfill sends none; verify reports per job the slots
+// without a succeeded row.
+func TestHTTPJobBackfillAndVerify(t *testing.T) {
+	rc := testenv.NewReceiver(t, nil)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "jobs.yaml")
+	if err := os.WriteFile(file, []byte(`apiVersion: leasecron.io/v1alpha1
+kind: ScheduledJob
+metadata: {name: hook}
+spec:
+  schedule: "0 6 * * *"
+  timeZone: UTC
+  http: {url: "`+rc.URL()+`/hook", body: "{{.SlotDate}}"}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	flags := []string{"--jobs-file", file, "--database-dsn", "sqlite://" + filepath.Join(dir, "x.db"), "--log-level", "error"}
+	run := func(want int, args ...string) string {
+		t.Helper()
+		code, stdout, stderr := execute(t, nil, append(args, flags...)...)
+		if code != want {
+			t.Fatalf("%v: exit %d, want %d\nstdout: %s\nstderr: %s", args, code, want, stdout, stderr)
+		}
+		return stdout
+	}
+	out := run(ExitOK, "backfill", "hook", "--from", "2026-01-01", "--to", "2026-01-05")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], "hook: 5 slots from 2026-01-01 to 2026-01-05 run outside the database (http): one delivery per slot at least, each with its own Idempotency-Key") ||
+		!strings.Contains(lines[1], "5 succeeded, 0 already done, 0 failed") {
+		t.Fatalf("backfill said:\n%s", out)
+	}
+	ds := rc.Deliveries("/hook")
+	keys := testenv.PerKey(ds)
+	if len(ds) != 5 || len(keys) != 5 {
+		t.Fatalf("%d deliveries under %d keys, want 5 under 5", len(ds), len(keys))
+	}
+	for _, d := range ds {
+		if !strings.HasPrefix(d.Key(), "hook@2026-01-0") || d.Key() != "hook@"+d.Body+"T06:00:00Z" {
+			t.Errorf("delivery key %q, body %q: want the slot's own key and date", d.Key(), d.Body)
+		}
+	}
+	out = run(ExitOK, "backfill", "hook", "--from", "2026-01-01", "--to", "2026-01-05")
+	if !strings.Contains(out, "0 succeeded, 5 already done") || len(rc.Deliveries()) != 5 {
+		t.Fatalf("second backfill sent %d more requests:\n%s", len(rc.Deliveries())-5, out)
+	}
+	out = run(ExitOK, "verify", "--from", "2026-01-01", "--to", "2026-01-05")
+	if !strings.Contains(out, "job hook: ok") {
+		t.Fatalf("verify of the filled range said:\n%s", out)
+	}
+	out = run(ExitFailure, "verify", "--from", "2026-01-01", "--to", "2026-01-07")
+	if !strings.Contains(out, "job hook: 2 slots from 2026-01-01T00:00:00Z to 2026-01-07T23:59:59Z without a succeeded run: 2026-01-06T06:00:00Z, 2026-01-07T06:00:00Z") {
+		t.Fatalf("verify of a range with a gap said:\n%s", out)
 	}
 }
