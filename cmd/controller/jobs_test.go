@@ -11,9 +11,8 @@ import (
 	"time"
 
 	"github.com/leasecron/leasecron/internal/testenv"
+	"github.com/leasecron/leasecron/internal/testenv/testdb"
 	"github.com/leasecron/leasecron/pkg/jobs"
-	"github.com/leasecron/leasecron/pkg/model"
-	"gorm.io/gorm"
 )
 
 // writeJobs replaces the jobs file at path as an editor or a ConfigMap
@@ -46,17 +45,8 @@ spec:
 // ledgerSlots returns the succeeded slots of job, oldest first.
 func ledgerSlots(t *testing.T, raw, job string) []time.Time {
 	t.Helper()
-	dsn, err := model.ParseDSN(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := model.Open(context.Background(), dsn, 10*time.Second, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer model.Close(db)
 	var runs []jobs.JobRun
-	if err := db.Where("job = ?", job).Order("slot").Find(&runs).Error; err != nil {
+	if err := testdb.Open(t, raw).Where("job = ?", job).Order("slot").Find(&runs).Error; err != nil {
 		t.Fatal(err)
 	}
 	var out []time.Time
@@ -193,21 +183,6 @@ func TestJobsFileLiveEdits(t *testing.T) {
 	}
 }
 
-// openDSN opens the database raw names, for a test's own reads and writes.
-func openDSN(t *testing.T, raw string) *gorm.DB {
-	t.Helper()
-	dsn, err := model.ParseDSN(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := model.Open(context.Background(), dsn, 10*time.Second, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = model.Close(db) })
-	return db
-}
-
 // TestJobsExactlyOnceAcrossKill: three `run` processes share a lock file and
 // a jobs file with a per-second sql job whose work is not idempotent
 // (n = n + 1) and a per-second http job; the leader is killed with -9. After
@@ -219,7 +194,7 @@ func TestJobsExactlyOnceAcrossKill(t *testing.T) {
 	for _, dialect := range testenv.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
 			dsn := testenv.DSN(t, dialect)
-			db := openDSN(t, dsn)
+			db := testdb.Open(t, dsn)
 			if err := db.Exec("CREATE TABLE counters (name VARCHAR(32) PRIMARY KEY, n INTEGER NOT NULL)").Error; err != nil {
 				t.Fatal(err)
 			}
@@ -262,17 +237,7 @@ spec:
 					return succeeded(job)(e) && e.Proc == second.Proc && slotOf(e).After(killed.Add(2*time.Second))
 				})
 			}
-			for n, p := range f.Procs() {
-				if n != first.Proc {
-					_ = p.Cmd.Process.Signal(syscall.SIGTERM)
-				}
-			}
-			for n, p := range f.Procs() {
-				<-p.Done
-				if n != first.Proc && p.Cmd.ProcessState.ExitCode() != 0 {
-					t.Errorf("%s exited %d after SIGTERM, want 0", n, p.Cmd.ProcessState.ExitCode())
-				}
-			}
+			f.Terminate(first.Proc)
 
 			var runs []jobs.JobRun
 			if err := db.Order("job, slot").Find(&runs).Error; err != nil {
@@ -342,7 +307,7 @@ func TestSlowJobBesideFastJob(t *testing.T) {
 	for _, tc := range []struct{ dialect, sleep string }{{"mysql", "SELECT SLEEP(5)"}, {"postgres", "SELECT pg_sleep(5)"}} {
 		t.Run(tc.dialect, func(t *testing.T) {
 			dsn := testenv.DSN(t, tc.dialect)
-			db := openDSN(t, dsn)
+			db := testdb.Open(t, dsn)
 			if err := db.Exec("CREATE TABLE ticks (slot VARCHAR(32) PRIMARY KEY)").Error; err != nil {
 				t.Fatal(err)
 			}

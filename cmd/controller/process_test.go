@@ -76,17 +76,7 @@ func TestThreeProcessesOneLeaderExactlyOnce(t *testing.T) {
 				return s.After(killed.Add(2 * time.Second))
 			})
 
-			for n, p := range f.Procs() {
-				if n != first.Proc {
-					_ = p.Cmd.Process.Signal(syscall.SIGTERM)
-				}
-			}
-			for n, p := range f.Procs() {
-				<-p.Done
-				if n != first.Proc && p.Cmd.ProcessState.ExitCode() != 0 {
-					t.Errorf("%s exited %d after SIGTERM, want 0", n, p.Cmd.ProcessState.ExitCode())
-				}
-			}
+			f.Terminate(first.Proc)
 			checkExactlyOnce(t, dsn)
 
 			out, err := exec.Command(binary, "verify", "--database-dsn", dsn).CombinedOutput()

@@ -1,15 +1,14 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/leasecron/leasecron/internal/testenv"
+	"github.com/leasecron/leasecron/internal/testenv/testdb"
 	"github.com/leasecron/leasecron/pkg/dailystats"
 	"github.com/leasecron/leasecron/pkg/model"
 )
@@ -114,15 +113,7 @@ func TestLegacyDatabaseDedupe(t *testing.T) {
 // and fills them with copies rows (count 1 each) for each of days dates.
 func loadLegacy(t *testing.T, raw string, days, copies int) {
 	t.Helper()
-	dsn, err := model.ParseDSN(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := model.Open(context.Background(), dsn, 10*time.Second, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer model.Close(db)
+	db := testdb.Open(t, raw)
 	for _, stmt := range testenv.SQLStatements(t, "../../pkg/dailystats/testdata/legacy-schema-mariadb.sql") {
 		if err := db.Exec(stmt).Error; err != nil {
 			t.Fatalf("%s: %v", stmt, err)

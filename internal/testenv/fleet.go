@@ -140,3 +140,25 @@ func (f *Fleet) Procs() map[string]*Proc {
 	}
 	return out
 }
+
+// Terminate sends SIGTERM to every process but those named in killed (gone
+// already), waits for all of them, and fails the test for each terminated
+// one that did not exit 0.
+func (f *Fleet) Terminate(killed ...string) {
+	f.t.Helper()
+	skip := map[string]bool{}
+	for _, n := range killed {
+		skip[n] = true
+	}
+	for n, p := range f.procs {
+		if !skip[n] {
+			_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+		}
+	}
+	for n, p := range f.procs {
+		<-p.Done
+		if code := p.Cmd.ProcessState.ExitCode(); !skip[n] && code != 0 {
+			f.t.Errorf("%s exited %d after SIGTERM, want 0", n, code)
+		}
+	}
+}
