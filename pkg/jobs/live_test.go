@@ -2,9 +2,11 @@ package jobs
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/leasecron/leasecron/internal/testenv"
 	"gorm.io/gorm"
 )
 
@@ -256,4 +258,31 @@ func TestJobsRunSideBySide(t *testing.T) {
 			})
 		}
 	})
+}
+
+// Set refuses a bad job set as a whole: the running set stays.
+func TestSetRefusesBadSets(t *testing.T) {
+	db := openDB(t, testenv.DSN(t, "sqlite"))
+	good := def(t, "a", "@daily", time.UTC, stampJob{})
+	s, err := New(db, "x", []Definition{good}, Options{Log: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		defs []Definition
+		want string
+	}{
+		{"twice", []Definition{good, good}, "job a is defined twice"},
+		{"no name", []Definition{{Schedule: good.Schedule, Work: stampJob{}}}, "Name is empty"},
+		{"no schedule", []Definition{{Name: "b", Work: stampJob{}}}, "job b: Schedule is nil"},
+		{"no work", []Definition{{Name: "b", Schedule: good.Schedule, Work: 42}}, "job b: Work (int) is neither a jobs.TxJob nor a jobs.Job"},
+	} {
+		if err := s.Set(tc.defs); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Set = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	if defs := s.Definitions(); len(defs) != 1 || defs[0].Name != "a" {
+		t.Errorf("after refused sets the scheduler runs %v, want a alone", defs)
+	}
 }
