@@ -604,7 +604,7 @@ func (s *Scheduler) RunSlot(ctx context.Context, fence Fence, name string, slot,
 
 func (s *Scheduler) runSlot(ctx context.Context, drain <-chan struct{}, fence Fence, def Definition, slot, deadline time.Time) (Outcome, error) {
 	name, p := def.Name, def.Policy
-	log := s.opts.Log.With("job", name, "slot", slot.In(def.Schedule.Location()).Format(time.RFC3339))
+	log := s.opts.Log.With("job", name, "slot", slot.UTC().Format(time.RFC3339))
 	backoff := p.RetryInitial
 	m := s.opts.Metrics
 	for attempt := 1; ; attempt++ {
