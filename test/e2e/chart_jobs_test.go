@@ -89,7 +89,8 @@ func jsonValue(t *testing.T, v any) any {
 // TestChartJobsRender: the jobs value becomes one ScheduledJob document per
 // job in the ConfigMap's jobs.yaml, exactly as given; the Deployment mounts
 // the ConfigMap as a directory (a subPath mount is never updated by the
-// kubelet) and points LEASECRON_JOBS_FILE at the file in it; and changing the
+// kubelet), beside the DSN Secret rather than inside it, and points
+// LEASECRON_JOBS_FILE at the file in it; and changing the
 // jobs changes nothing in the Pod template, so `helm upgrade` with edited jobs
 // rolls no Pod: the running controller picks the edit up from the file.
 func TestChartJobsRender(t *testing.T) {
@@ -172,6 +173,16 @@ func TestChartJobsRender(t *testing.T) {
 	}
 	if got, want := mount.MountPath, path.Dir(chartJobsFile); got != want {
 		t.Errorf("the jobs volume is mounted at %q, want %q", got, want)
+	}
+	// No mount inside another: the DSN Secret and the jobs ConfigMap are
+	// read-only volumes, and a mount point nested in one must be made inside
+	// it by the kubelet (some runtimes cannot start such a Pod at all).
+	for _, a := range c.VolumeMounts {
+		for _, b := range c.VolumeMounts {
+			if a.Name != b.Name && strings.HasPrefix(path.Clean(b.MountPath)+"/", path.Clean(a.MountPath)+"/") {
+				t.Errorf("volume %q is mounted at %s, inside volume %q at %s", b.Name, b.MountPath, a.Name, a.MountPath)
+			}
+		}
 	}
 	var jobsFile []corev1.EnvVar
 	for _, e := range c.Env {

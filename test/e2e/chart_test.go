@@ -30,6 +30,8 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"no replicas", append(dsn, "--set", "replicaCount=0"), "at '/replicaCount': minimum: got 0, want 1"},
 		{"duration as a number", append(dsn, "--set", "leaderElection.leaseDuration=15"), "at '/leaderElection/leaseDuration': got number, want string"},
 		{"schedule for an unknown job", append(dsn, "--set", "schedules.weekly=@weekly"), "invalid propertyName 'weekly'"},
+		{"empty schedule", append(dsn, "--set", "schedules.daily-stats="), "at '/schedules/daily-stats': minLength: got 0, want 1"},
+		{"schedule as a number", append(dsn, "--set-json", "schedules.daily-stats=5"), "at '/schedules/daily-stats': got number, want null or string"},
 		{"empty time zone", append(dsn, "--set", "timezone="), "at '/timezone': minLength: got 0, want 1"},
 		{"unknown pull policy", append(dsn, "--set", "image.pullPolicy=Sometimes"), "value must be one of 'Always', 'IfNotPresent', 'Never'"},
 		{"unknown log format", append(dsn, "--set", "logFormat=xml"), "at '/logFormat': value must be one of 'json', 'text'"},

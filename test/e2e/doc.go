@@ -7,16 +7,17 @@
 // No kubelet can run here, so kube.PodRunner plays the kubelet of one Node:
 // it binds the chart's Pods to that Node and runs one leasecron process per
 // Pod with the Pod's own args and env (downward API and Secret references
-// resolved, the DSN Secret volume materialised, a kubeconfig holding a
-// TokenRequest token of the Pod's ServiceAccount), reports the Pods
+// resolved, the DSN Secret and jobs ConfigMap volumes materialised in the
+// kubelet's atomic layout and refreshed while the Pods run, a kubeconfig
+// holding a TokenRequest token of the Pod's ServiceAccount), reports the Pods
 // Running/Ready from their probes, and on deletion sends SIGTERM and honours
 // the grace period. Deployments, ReplicaSets, garbage collection, RBAC,
 // TokenRequest and Pod Security admission are the real ones.
 //
 // One control plane, one pod runner and one MariaDB server serve the whole
 // suite. The scenarios run one after another; each that changes the
-// release (scale, delete, crash, upgrade) gets a release, namespace and
-// database of its own. Every namespace is labelled
+// release (scale, delete, crash, upgrade, jobs-live) gets a release,
+// namespace and database of its own. Every namespace is labelled
 // pod-security.kubernetes.io/enforce=restricted, the schedule is per second
 // (`* * * * * *`) and the lease timings are short (3s/2s/500ms), so a
 // scenario takes seconds. After every scenario the ledger is checked
@@ -25,6 +26,13 @@
 // twice, beyond the unique key), each statistics table holds exactly one row
 // per date, no process logged missed slots, and every Lease holder ever
 // observed was a Pod of the release that existed at the time.
+//
+// jobs-live runs only jobs of the chart's `jobs` value (per-second http
+// jobs to a testenv.Receiver on loopback) and edits them with `helm upgrade
+// --reuse-values`: the same Pods keep running, both controllers log "jobs
+// file applied", the new job delivers and the removed one stops, and after
+// uninstall every delivered Idempotency-Key has exactly one succeeded
+// job_runs row and one body.
 //
 // Timings (graceful handover, crash takeover) are logged, not asserted
 // beyond generous bounds. Run it with `make e2e`; the tools come from

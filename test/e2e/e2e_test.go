@@ -33,6 +33,7 @@ func TestE2E(t *testing.T) {
 	t.Run("delete-leader", func(t *testing.T) { testDeleteLeader(t, c) })
 	t.Run("crash-leader", func(t *testing.T) { testCrashLeader(t, c) })
 	t.Run("upgrade-schedule", func(t *testing.T) { testUpgrade(t, c) })
+	t.Run("jobs-live", func(t *testing.T) { testJobsLive(t, c) })
 	t.Logf("suite took %s", time.Since(begin).Round(time.Millisecond))
 }
 

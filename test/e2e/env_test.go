@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -151,6 +152,7 @@ type release struct {
 	db        *gorm.DB
 	sel       labels.Selector
 	valuesDir string
+	values0   map[string]any // the values it was installed with
 
 	events chan logEvent // "leading" events
 
@@ -159,6 +161,7 @@ type release struct {
 	holders   []holderSeen
 	problems  []string
 	warnings  []string          // WARN and ERROR log lines of the release's processes
+	applied   []logEvent        // "jobs file applied" lines of the release's processes
 	scheds    map[string]string // pod-template-hash -> schedule
 	podSched  map[string]string // pod name -> schedule
 	started   time.Time
@@ -194,8 +197,9 @@ func baseValues(dsn string, replicas int, schedule string) map[string]any {
 
 // install creates a restricted namespace, a fresh MariaDB database and a helm
 // release in it, waits until its Pods are Ready, and starts observing it.
-// Cleanup uninstalls it (if still installed) and deletes the namespace.
-func (c *cluster) install(t *testing.T, name string, replicas int, schedule string) *release {
+// overrides replace top-level keys of baseValues. Cleanup uninstalls it (if
+// still installed) and deletes the namespace.
+func (c *cluster) install(t *testing.T, name string, replicas int, schedule string, overrides ...map[string]any) *release {
 	t.Helper()
 	ns := "e2e-" + name
 	r := &release{c: c, t: t, name: name, ns: ns, fullname: name + "-leasecron",
@@ -236,7 +240,11 @@ func (c *cluster) install(t *testing.T, name string, replicas int, schedule stri
 	hctx, hcancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer hcancel()
 	began := time.Now()
-	if _, err := c.tool(hctx, c.helm, "install", name, chartDir(), "-n", ns, "-f", r.values(baseValues(r.dsn, replicas, schedule)),
+	r.values0 = baseValues(r.dsn, replicas, schedule)
+	for _, o := range overrides {
+		maps.Copy(r.values0, o)
+	}
+	if _, err := c.tool(hctx, c.helm, "install", name, chartDir(), "-n", ns, "-f", r.values(r.values0),
 		"--wait", "--timeout", "90s"); err != nil {
 		r.diagnose()
 		t.Fatal(err)
@@ -395,6 +403,10 @@ func (r *release) recheckHolder(holder string, at time.Time) {
 
 func (r *release) logged(e logEvent) {
 	switch {
+	case e.msg == "jobs file applied":
+		r.mu.Lock()
+		r.applied = append(r.applied, e)
+		r.mu.Unlock()
 	case e.msg == "leading":
 		select {
 		case r.events <- e:
@@ -424,6 +436,25 @@ func (r *release) awaitLeading(t *testing.T, since time.Time, timeout time.Durat
 			t.Fatalf("no process logged \"leading\" within %s", timeout)
 		}
 	}
+}
+
+// jobsApplied returns the "jobs file applied" lines logged so far.
+func (r *release) jobsApplied() []logEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]logEvent(nil), r.applied...)
+}
+
+// podsSeen names every Pod of the release the watch has seen.
+func (r *release) podsSeen() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var names []string
+	for name := range r.pods {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
 }
 
 // drainLeading forgets queued "leading" events.

@@ -103,10 +103,15 @@ Name of the Secret that holds the DSN; fails when no DSN source is configured.
 {{- end }}
 
 {{/*
-Where the DSN Secret is mounted and the file the controller reads.
+Where the DSN Secret is mounted and the file the controller reads. The DSN Secret and the jobs
+ConfigMap are mounted side by side under /etc/leasecron, neither inside the other: a Secret volume
+is mounted read-only, so the mount point of a volume nested in it cannot be made by the container
+runtime; the kubelet makes it inside the Secret's own directory (kubernetes#60341), and runtimes
+that set up mounts themselves (Kata Containers 2, kata-containers#3140; hcsshim's LCOW guest) have
+failed to start such Pods.
 */}}
-{{- define "leasecron.dsnMountPath" -}}/etc/leasecron{{- end }}
-{{- define "leasecron.dsnFile" -}}/etc/leasecron/dsn{{- end }}
+{{- define "leasecron.dsnMountPath" -}}/etc/leasecron/db{{- end }}
+{{- define "leasecron.dsnFile" -}}/etc/leasecron/db/dsn{{- end }}
 
 {{/*
 The jobs ConfigMap (rendered from .Values.jobs), the directory it is mounted at and the file the

@@ -7,8 +7,12 @@
 // The binaries are built from source by hack/tools/build.sh (from the pinned
 // modules under hack/tools/) into .cache/tools/bin (or $LEASECRON_TOOLS_DIR);
 // nothing is downloaded at test time and no Docker or kubelet is involved, so
-// Pods created by controllers stay Pending. A missing binary fails the test
-// (never skips it) with a message naming hack/tools/build.sh.
+// Pods created by controllers stay Pending unless a PodRunner
+// (StartPodRunner) runs them as local processes in a kubelet's place, with
+// their volumes, environment, probes, restarts and status, and their
+// configMap and secret volumes refreshed while they run (see PodRunner). A
+// missing binary fails the test (never skips it) with a message naming
+// hack/tools/build.sh.
 //
 // Start writes everything into one t.TempDir(): a CA, the apiserver serving
 // certificate (127.0.0.1, localhost, kubernetes.default...), the ServiceAccount

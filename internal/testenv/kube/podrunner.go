@@ -92,12 +92,40 @@ type PodRunnerOptions struct {
 //     serviceAccountToken — a real TokenRequest for the Pod's ServiceAccount,
 //     bound to the Pod). File modes follow defaultMode/mode; with an fsGroup
 //     the files belong to that group and are group-readable, as the kubelet
-//     does it. A process cannot see a mount table of its own, so every
-//     argument and environment value that names a path under a volumeMount's
-//     mountPath (the whole value, or the part after "=") is rewritten to the
-//     volume's directory: "--database-dsn-file=/etc/leasecron/dsn" becomes
-//     "--database-dsn-file=<podDir>/volumes/dsn/dsn". Hard-coded paths inside
-//     the binary (the in-cluster /var/run/secrets/...) cannot be rewritten.
+//     does it.
+//   - Secret, configMap, downwardAPI and projected volumes are written in the
+//     kubelet's atomic layout and kept up to date while the Pod runs, as a
+//     kubelet does: the files of one version are in a timestamped directory
+//     "..2006_01_02_15_04_05.NNN", "..data" is a symlink to it, and each
+//     top-level key is a symlink "key -> ..data/key". A change writes a new
+//     timestamped directory, renames a new "..data" symlink over the old one
+//     and removes the old directory, so a reader opens the old or the new
+//     version, never a partial file (a reader that resolved "..data" just
+//     before the old directory goes may get ENOENT once, as with a kubelet).
+//     Informers on all ConfigMaps and Secrets tell the Pods that mount one
+//     when it changes (within milliseconds, where a kubelet takes up to its
+//     sync period plus cache delay; tests must poll for the change either
+//     way), a change of the Pod's labels or annotations refreshes its
+//     downwardAPI volumes, and every volume is re-read once a minute. Only
+//     changed content is rewritten; an object that cannot be read (deleted,
+//     forbidden) leaves the volume as it is, and an optional one that is
+//     gone empties it. Projected tokens are minted once and kept.
+//   - subPath mounts of those volumes are not updated, as in Kubernetes
+//     (where the kubelet bind-mounts the file the subPath resolves to): at
+//     every container start the runner hard-links what the subPath resolves
+//     to then into <podDir>/volume-subpaths/<volume>/<container>/<index> and
+//     the container sees that, so a running container keeps its version and
+//     a restarted one sees the current one (kubernetes#89629). subPath mounts
+//     of an emptyDir share the directory, as bind mounts do.
+//   - A process cannot see a mount table of its own, so every argument and
+//     environment value that names a path under a volumeMount's mountPath
+//     (the whole value, or the part after "=") is rewritten to the volume's
+//     directory: "--database-dsn-file=/etc/leasecron/db/dsn" becomes
+//     "--database-dsn-file=<podDir>/volumes/dsn/dsn" (the longest mountPath
+//     wins, so a mount nested in another maps to its own volume; a kubelet
+//     would also create the mount point inside the outer volume, the runner
+//     does not). Hard-coded paths inside the binary (the in-cluster
+//     /var/run/secrets/...) cannot be rewritten.
 //   - In-cluster config cannot work outside a Pod network, so when the Pod
 //     has a ServiceAccount token volume the runner writes a kubeconfig for the
 //     apiserver that uses that token file and the projected ca.crt, and sets
@@ -221,9 +249,19 @@ func (c *ControlPlane) StartPodRunner(t testing.TB, opts PodRunnerOptions) *PodR
 	if err != nil {
 		t.Fatalf("kube: %v", err)
 	}
+	// Mounted ConfigMaps and Secrets are refreshed in running Pods: these
+	// informers tell the Pods' workers when one changes.
+	cms := factory.Core().V1().ConfigMaps().Informer()
+	secrets := factory.Core().V1().Secrets().Informer()
+	if err := r.watchObjects(cms, kindConfigMap); err != nil {
+		t.Fatalf("kube: %v", err)
+	}
+	if err := r.watchObjects(secrets, kindSecret); err != nil {
+		t.Fatalf("kube: %v", err)
+	}
 	factory.Start(r.ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
-		t.Fatalf("kube: pod informer did not sync")
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced, cms.HasSynced, secrets.HasSynced) {
+		t.Fatalf("kube: pod, configmap and secret informers did not sync")
 	}
 	r.wg.Go(func() { <-r.ctx.Done(); factory.Shutdown() })
 	return r
@@ -466,6 +504,17 @@ type podWorker struct {
 	ip              string // status.podIP: a made-up address (see PodRunner)
 	containers      []*container
 
+	// Atomic volumes (see syncVolumes): the objects they read, whether one
+	// shows the Pod's metadata, a signal that one changed, the payload last
+	// written per volume and the tokens minted per projected path (reused on
+	// refresh: tokens are not rotated). payloads and tokens belong to prepare
+	// and then to syncVolumes.
+	refs           map[objRef]bool
+	downward       bool
+	volumesChanged chan struct{}
+	payloads       map[string]map[string]fileData
+	tokens         map[string]string
+
 	mu      sync.Mutex
 	pod     *corev1.Pod // latest observed
 	changed chan struct{}
@@ -477,7 +526,9 @@ type podWorker struct {
 func newPodWorker(r *PodRunner, pod *corev1.Pod) *podWorker {
 	w := &podWorker{r: r, uid: pod.UID, namespace: pod.Namespace, name: pod.Name,
 		dir: filepath.Join(r.dir, pod.Namespace+"_"+pod.Name+"_"+string(pod.UID)), pod: pod,
-		changed: make(chan struct{}, 1), done: make(chan struct{})}
+		changed: make(chan struct{}, 1), done: make(chan struct{}),
+		volumesChanged: make(chan struct{}, 1), payloads: map[string]map[string]fileData{}, tokens: map[string]string{}}
+	w.refs, w.downward = volumeRefs(pod)
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
 		w.containers = append(w.containers, &container{w: w, spec: c,
@@ -488,8 +539,12 @@ func newPodWorker(r *PodRunner, pod *corev1.Pod) *podWorker {
 
 func (w *podWorker) update(pod *corev1.Pod) {
 	w.mu.Lock()
+	old := w.pod
 	w.pod = pod
 	w.mu.Unlock()
+	if w.downward && metadataChanged(old, pod) {
+		w.pokeVolumes()
+	}
 	select {
 	case w.changed <- struct{}{}:
 	default:
@@ -566,6 +621,7 @@ func (w *podWorker) run() {
 			for _, c := range w.containers {
 				w.r.wg.Go(func() { c.loop(ctx) })
 			}
+			w.r.wg.Go(func() { w.syncVolumes(ctx) })
 		}
 	}
 
@@ -646,29 +702,44 @@ func isTerminal(p *corev1.Pod) bool {
 
 type mount struct{ path, dir string }
 
+// subPathDir is where a container keeps its subPath mount (index: of the
+// mount in volumeMounts) of an atomic volume; see subPath.
+func (w *podWorker) subPathDir(volume, container string, index int) string {
+	return filepath.Join(w.dir, "volume-subpaths", volume, container, strconv.Itoa(index))
+}
+
 func (w *podWorker) prepare(ctx context.Context) error {
 	pod, _ := w.latest()
 	if len(pod.Spec.InitContainers) > 0 {
 		return errors.New("init containers are not supported by the pod runner")
 	}
 	volDirs := map[string]string{}
+	atomic := map[string]bool{}
 	for _, v := range pod.Spec.Volumes {
 		dir := filepath.Join(w.dir, "volumes", v.Name)
-		if err := w.materialise(ctx, pod, v, dir); err != nil {
+		if _, err := w.materialise(ctx, pod, v, dir); err != nil {
 			return fmt.Errorf("volume %q: %w", v.Name, err)
 		}
 		volDirs[v.Name] = dir
+		atomic[v.Name] = isAtomic(&v)
 	}
 	var kubeconfig string
 	for _, c := range w.containers {
 		var mounts []mount
-		for _, m := range c.spec.VolumeMounts {
+		c.subPaths = nil
+		for i, m := range c.spec.VolumeMounts {
 			dir, ok := volDirs[m.Name]
 			if !ok {
 				return fmt.Errorf("container %q mounts unknown volume %q", c.spec.Name, m.Name)
 			}
 			if m.SubPath != "" {
 				dir = filepath.Join(dir, m.SubPath)
+				if atomic[m.Name] {
+					// Fixed at each container start, as a bind mount is.
+					sp := subPath{src: dir, dst: w.subPathDir(m.Name, c.spec.Name, i)}
+					c.subPaths = append(c.subPaths, sp)
+					dir = sp.dst
+				}
 			}
 			mounts = append(mounts, mount{path: filepath.Clean(m.MountPath), dir: dir})
 			if m.MountPath == "/var/run/secrets/kubernetes.io/serviceaccount" && w.r.opts.KubeconfigEnv != "" {
@@ -731,25 +802,28 @@ func (w *podWorker) chown(pod *corev1.Pod, path string, mode os.FileMode) error 
 	return os.Chmod(path, mode)
 }
 
-func (w *podWorker) materialise(ctx context.Context, pod *corev1.Pod, v corev1.Volume, dir string) error {
+// materialise writes the volume's files to dir: an emptyDir once, the
+// atomic kinds in the kubelet's layout (writeAtomic), rewritten only when
+// their content changed, which it reports.
+func (w *podWorker) materialise(ctx context.Context, pod *corev1.Pod, v corev1.Volume, dir string) (bool, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+		return false, err
 	}
 	files := map[string]fileData{}
 	switch {
 	case v.EmptyDir != nil:
-		return os.Chmod(dir, 0o1777)
+		return false, os.Chmod(dir, 0o1777)
 	case v.Secret != nil:
 		if err := w.secretFiles(ctx, pod.Namespace, v.Secret.SecretName, v.Secret.Items, v.Secret.Optional, modeOr(v.Secret.DefaultMode, 0o644), files); err != nil {
-			return err
+			return false, err
 		}
 	case v.ConfigMap != nil:
 		if err := w.configMapFiles(ctx, pod.Namespace, v.ConfigMap.Name, v.ConfigMap.Items, v.ConfigMap.Optional, modeOr(v.ConfigMap.DefaultMode, 0o644), files); err != nil {
-			return err
+			return false, err
 		}
 	case v.DownwardAPI != nil:
 		if err := w.downwardFiles(pod, v.DownwardAPI.Items, modeOr(v.DownwardAPI.DefaultMode, 0o644), files); err != nil {
-			return err
+			return false, err
 		}
 	case v.Projected != nil:
 		def := modeOr(v.Projected.DefaultMode, 0o644)
@@ -763,32 +837,25 @@ func (w *podWorker) materialise(ctx context.Context, pod *corev1.Pod, v corev1.V
 			case s.DownwardAPI != nil:
 				err = w.downwardFiles(pod, s.DownwardAPI.Items, def, files)
 			case s.ServiceAccountToken != nil:
-				var tok string
-				tok, err = w.token(ctx, pod, s.ServiceAccountToken)
+				key := v.Name + "/" + s.ServiceAccountToken.Path
+				tok, ok := w.tokens[key]
+				if !ok {
+					if tok, err = w.token(ctx, pod, s.ServiceAccountToken); err == nil {
+						w.tokens[key] = tok
+					}
+				}
 				files[s.ServiceAccountToken.Path] = fileData{[]byte(tok), def}
 			default:
 				err = errors.New("unsupported projected volume source")
 			}
 			if err != nil {
-				return err
+				return false, err
 			}
 		}
 	default:
-		return errors.New("unsupported volume type (the pod runner supports secret, configMap, downwardAPI, projected and emptyDir)")
+		return false, errors.New("unsupported volume type (the pod runner supports secret, configMap, downwardAPI, projected and emptyDir)")
 	}
-	for name, f := range files {
-		p := filepath.Join(dir, filepath.Clean("/"+name))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(p, f.data, 0o600); err != nil {
-			return err
-		}
-		if err := w.chown(pod, p, f.mode); err != nil {
-			return err
-		}
-	}
-	return nil
+	return w.writeAtomic(pod, v.Name, dir, files)
 }
 
 type fileData struct {
@@ -1181,8 +1248,10 @@ type container struct {
 	spec    *corev1.Container
 	logPath string
 	mounts  []mount
-	ports   map[int32]int // containerPort -> loopback port
-	env     []string
+	// subPaths are the subPath mounts of atomic volumes, fixed at each start.
+	subPaths []subPath
+	ports    map[int32]int // containerPort -> loopback port
+	env      []string
 
 	mu           sync.Mutex
 	proc         *exec.Cmd
@@ -1312,6 +1381,11 @@ func (c *container) runOnce(ctx context.Context) (int, error) {
 	argv, err := c.command()
 	if err != nil {
 		return -1, err
+	}
+	for _, sp := range c.subPaths {
+		if err := sp.refresh(); err != nil {
+			return -1, err
+		}
 	}
 	pod, _ := c.w.latest()
 	logf, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)

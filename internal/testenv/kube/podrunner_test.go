@@ -2,7 +2,10 @@ package kube_test
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -148,6 +151,8 @@ exit 3`
 		})
 	})
 
+	t.Run("configmap-secret-refresh", func(t *testing.T) { testVolumeRefresh(t, admin, runner, ns) })
+
 	// Stop leaves no process and no directory behind.
 	runner.Stop()
 	if err := runner.Kill(ns, "noimage"); err == nil {
@@ -219,4 +224,176 @@ func nodeReady(n *corev1.Node) bool {
 		}
 	}
 	return false
+}
+
+// testVolumeRefresh: a running Pod's configMap and secret volumes follow
+// their objects, atomically and in the kubelet's layout, while a subPath
+// mount of the same ConfigMap keeps the version the container started with
+// (and a restarted container gets the current one).
+//
+// The Pod reads the large "value" key in a tight loop, each read one open
+// (awk), and logs each version it sees; a version is one tag repeated at
+// both ends of a fixed length, so a torn, truncated or empty read shows as
+// "partial" (a read that finds no file at all, "unreadable", is what a
+// kubelet's readers can see too). It logs the subPath-mounted "tag" key and the secret's "token"
+// whenever it reads a new version and when they change.
+func testVolumeRefresh(t *testing.T, admin kubernetes.Interface, runner *kube.PodRunner, ns string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const fill = 256 << 10
+	version := func(n int) map[string]string {
+		tag := fmt.Sprintf("v%03d", n)
+		return map[string]string{"value": tag + " " + strings.Repeat(string(rune('a'+n%26)), fill) + " " + tag, "tag": tag}
+	}
+	size := len(version(1)["value"])
+	cms := admin.CoreV1().ConfigMaps(ns)
+	secrets := admin.CoreV1().Secrets(ns)
+	mustCreate(t, func() error {
+		_, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "live"}, Data: version(1)}, metav1.CreateOptions{})
+		return err
+	})
+	mustCreate(t, func() error {
+		_, err := secrets.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "live"},
+			StringData: map[string]string{"token": "s1"}}, metav1.CreateOptions{})
+		return err
+	})
+
+	script := `f=$1 s=$2 d=$3 k=$4
+echo "layout data=$(readlink "$d/..data") value=$(readlink "$d/value") tag=$(readlink "$d/tag")"
+read -r sub < "$s"; echo "sub $sub"
+read -r tok < "$k"; echo "secret $tok"
+last=
+while :; do
+  r=$(awk '{print $1, $NF, length($0)}' "$f" 2>/dev/null) || { echo unreadable; continue; }
+  [ -n "$r" ] || r="empty file"
+  if [ "$r" != "$last" ]; then
+    last=$r
+    set -- $r
+    if [ "$1" = "$2" ] && [ "$3" = "$SIZE" ]; then echo "value $1"; else echo "partial $r"; fi
+    read -r now < "$s"; [ "$now" = "$sub" ] || { echo "sub changed to $now"; sub=$now; }
+  fi
+  read -r now < "$k"; [ "$now" = "$tok" ] || { echo "secret $now"; tok=$now; }
+done`
+	pod := shellPod("live", corev1.RestartPolicyAlways, script, "/etc/live/value", "/etc/tag", "/etc/live", "/etc/secret/token")
+	pod.Spec.TerminationGracePeriodSeconds = ptrTo[int64](1)
+	c := &pod.Spec.Containers[0]
+	c.Env = []corev1.EnvVar{{Name: "SIZE", Value: strconv.Itoa(size)}}
+	c.VolumeMounts = []corev1.VolumeMount{
+		{Name: "live", MountPath: "/etc/live", ReadOnly: true},
+		{Name: "live", MountPath: "/etc/tag", SubPath: "tag", ReadOnly: true},
+		{Name: "secret", MountPath: "/etc/secret", ReadOnly: true},
+	}
+	pod.Spec.Volumes = []corev1.Volume{
+		{Name: "live", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "live"}}}},
+		{Name: "secret", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "live"}}},
+	}
+	create(t, admin, ns, pod)
+	p := waitPod(t, admin, ns, "live", ready)
+	logs := func() string { return runner.Logs(ns, "live") }
+	awaitLog := func(line string, n int) time.Duration {
+		t.Helper()
+		began := time.Now()
+		err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 15*time.Second, true, func(context.Context) (bool, error) {
+			return strings.Count(logs(), line+"\n") >= n, nil
+		})
+		if err != nil {
+			t.Fatalf("the Pod did not log %q (%d times) within 15s; logs:\n%s", line, n, tail(logs(), 20))
+		}
+		return time.Since(began)
+	}
+	awaitLog("value v001", 1)
+	awaitLog("secret s1", 1)
+	first := strings.SplitN(logs(), "\n", 2)[0]
+	var tsDir string
+	if _, err := fmt.Sscanf(first, "layout data=%s value=..data/value tag=..data/tag", &tsDir); err != nil || !strings.HasPrefix(tsDir, "..20") {
+		t.Fatalf("volume layout as the Pod sees it: %q, want ..data -> ..<timestamp> and each key -> ..data/<key>", first)
+	}
+
+	// Update the ConfigMap, one version at a time.
+	var took []string
+	const versions = 8
+	for n := 2; n <= versions; n++ {
+		cm, err := cms.Get(ctx, "live", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cm.Data = version(n)
+		if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		took = append(took, awaitLog(fmt.Sprintf("value v%03d", n), 1).Round(time.Millisecond).String())
+	}
+	t.Logf("updates reached the running Pod after %s", strings.Join(took, ", "))
+	s, err := secrets.Get(ctx, "live", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Data = map[string][]byte{"token": []byte("s2")}
+	if _, err := secrets.Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the Secret's update reached the running Pod after %s", awaitLog("secret s2", 1).Round(time.Millisecond))
+
+	out := logs()
+	if strings.Contains(out, "partial") {
+		t.Errorf("the Pod read a partial file:\n%s", grepLines(out, "partial"))
+	}
+	if strings.Contains(out, "sub changed") {
+		t.Errorf("the subPath mount changed while the container ran (the kubelet never updates one):\n%s", grepLines(out, "sub"))
+	}
+	if n := strings.Count(out, "unreadable\n"); n > 0 {
+		t.Logf("%d reads found no file (a reader that resolved ..data just before the old version went)", n)
+	}
+	// On disk: one timestamped directory, the old ones are gone.
+	volDir := filepath.Join(runner.Dir(), ns+"_live_"+string(p.UID), "volumes", "live")
+	err = wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+		m, _ := filepath.Glob(filepath.Join(volDir, "..20*"))
+		return len(m) == 1, nil
+	})
+	if err != nil {
+		m, _ := filepath.Glob(filepath.Join(volDir, "..*"))
+		t.Errorf("%s holds %v, want ..data and one timestamped directory", volDir, m)
+	}
+	if b, err := os.ReadFile(filepath.Join(volDir, "tag")); err != nil || string(b) != fmt.Sprintf("v%03d", versions) {
+		t.Errorf("%s/tag: %q (%v), want the last version", volDir, b, err)
+	}
+
+	// A restarted container sees the current version through its subPath.
+	if err := runner.Kill(ns, "live"); err != nil {
+		t.Fatal(err)
+	}
+	awaitLog(fmt.Sprintf("sub v%03d", versions), 1)
+	if n := strings.Count(logs(), "sub v001\n"); n != 1 {
+		t.Errorf("the first start logged \"sub v001\" %d times, want once", n)
+	}
+
+	if err := admin.CoreV1().Pods(ns).Delete(ctx, "live", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := admin.CoreV1().Pods(ns).Get(ctx, "live", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+	if err != nil {
+		t.Fatalf("pod not removed after deletion: %v", err)
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
