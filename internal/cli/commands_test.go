@@ -1,11 +1,13 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/leasecron/leasecron/internal/testenv"
 	"github.com/leasecron/leasecron/internal/testenv/testdb"
@@ -187,4 +189,67 @@ spec:
 	if !strings.Contains(out, "job hook: 2 slots from 2026-01-01T00:00:00Z to 2026-01-07T23:59:59Z without a succeeded run: 2026-01-06T06:00:00Z, 2026-01-07T06:00:00Z") {
 		t.Fatalf("verify of a range with a gap said:\n%s", out)
 	}
+}
+
+// TestJobsCommand lists the jobs a file defines, as a table and as JSON and
+// YAML a script can read, without any database.
+func TestJobsCommand(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	file := filepath.Join(dir, "jobs.yaml")
+	if err := os.WriteFile(file, []byte(`apiVersion: leasecron.io/v1alpha1
+kind: ScheduledJob
+metadata: {name: rollup}
+spec:
+  schedule: "0 5 * * *"
+  timeZone: Europe/Berlin
+  timeout: 2m
+  sql: {statements: ["SELECT @slot"]}
+---
+apiVersion: leasecron.io/v1alpha1
+kind: ScheduledJob
+metadata: {name: hook}
+spec:
+  schedule: "@every 1h"
+  suspend: true
+  http: {url: "http://127.0.0.1:1/x"}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := execute(t, nil, "jobs", "--jobs-file", file, "-o", "json", "--next", "2")
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var infos []jobInfo
+	if err := json.Unmarshal([]byte(out), &infos); err != nil {
+		t.Fatalf("-o json is not JSON: %v\n%s", err, out)
+	}
+	if len(infos) != 2 || infos[1].Name != "hook" || infos[1].Kind != "http" || !infos[1].Suspend ||
+		infos[0].Name != "rollup" || infos[0].Kind != "sql" || infos[0].TimeZone != "Europe/Berlin" || infos[0].Timeout != "2m0s" || len(infos[0].NextSlots) != 2 {
+		t.Fatalf("jobs = %+v, want rollup and hook in the file's order", infos)
+	}
+	next, err := time.Parse(time.RFC3339, infos[0].NextSlots[0])
+	if err != nil || next.In(mustZone(t, "Europe/Berlin")).Hour() != 5 {
+		t.Errorf("rollup's next slot %q, want 05:00 in Berlin", infos[0].NextSlots[0])
+	}
+	code, out, _ = execute(t, nil, "jobs", "--jobs-file", file, "-o", "yaml")
+	if code != ExitOK || !strings.Contains(out, "name: rollup") || !strings.Contains(out, "kind: sql") {
+		t.Fatalf("-o yaml = %d:\n%s", code, out)
+	}
+	code, out, _ = execute(t, nil, "jobs", "--jobs-file", file)
+	if code != ExitOK || !strings.HasPrefix(out, "NAME") || !strings.Contains(out, "rollup") {
+		t.Fatalf("table = %d:\n%s", code, out)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("jobs wrote %v", entries)
+	}
+}
+
+func mustZone(t *testing.T, name string) *time.Location {
+	t.Helper()
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return loc
 }
