@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -51,6 +52,9 @@ type Env struct {
 	Dialect string
 	// LookupEnv reads an environment variable. Default os.LookupEnv.
 	LookupEnv func(string) (string, bool)
+	// Log is where a kind's work logs (a command's output, say). Default
+	// slog.Default().
+	Log *slog.Logger
 }
 
 // Job is what a Kind builds from: the spec with its name, zone and filled
@@ -148,6 +152,9 @@ func (c *Catalog) Definition(sj *ScheduledJob, env Env) (jobs.Definition, error)
 	}
 	if env.LookupEnv == nil {
 		env.LookupEnv = os.LookupEnv
+	}
+	if env.Log == nil {
+		env.Log = slog.Default()
 	}
 	s := &sj.Spec
 	loc := env.Location

@@ -54,6 +54,8 @@ type JobSpec struct {
 	SQL *SQL `json:"sql,omitempty"`
 	// HTTP sends one request per slot, with an Idempotency-Key.
 	HTTP *HTTP `json:"http,omitempty"`
+	// Command runs a program per slot, as a child of the leader.
+	Command *Command `json:"command,omitempty"`
 }
 
 // CatchUp bounds catch-up.
@@ -126,6 +128,37 @@ type HeaderFrom struct {
 	Prefix string `json:"prefix,omitempty"`
 }
 
+// Command is the command kind.
+type Command struct {
+	// Args is the program and its arguments (no shell: use ["sh", "-c",
+	// "..."] for one).
+	Args []string `json:"args"`
+	// Env is added to the program's environment, after the slot context
+	// (LEASECRON_SLOT, …).
+	Env []EnvVar `json:"env,omitempty"`
+	// WorkingDir is the program's working directory. Default: the
+	// controller's.
+	WorkingDir string `json:"workingDir,omitempty"`
+	// GracePeriod is how long the program has after SIGTERM, when its
+	// attempt's time is up, before SIGKILL. Default 10s.
+	GracePeriod *metav1.Duration `json:"gracePeriod,omitempty"`
+}
+
+// EnvVar is one environment variable of a command: a value, or a value read
+// at every attempt from a file (a mounted Secret) or from the controller's
+// own environment.
+type EnvVar struct {
+	// Name is the variable's name.
+	Name string `json:"name"`
+	// Value is its value, in clear: no secrets here.
+	Value string `json:"value,omitempty"`
+	// File is a file whose content (trailing newline trimmed) is the value.
+	File string `json:"file,omitempty"`
+	// Env is a variable of the controller's environment whose value is the
+	// value.
+	Env string `json:"env,omitempty"`
+}
+
 // Kinds returns the names of the kinds set in s, in field order.
 func (s *JobSpec) Kinds() []string {
 	var k []string
@@ -137,6 +170,9 @@ func (s *JobSpec) Kinds() []string {
 	}
 	if s.HTTP != nil {
 		k = append(k, "http")
+	}
+	if s.Command != nil {
+		k = append(k, "command")
 	}
 	return k
 }
