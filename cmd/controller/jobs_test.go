@@ -369,3 +369,46 @@ spec:
 		})
 	}
 }
+
+// TestCommandJob: with --allow-command-jobs, a per-second command job runs
+// once per slot as a child of the leader, with the slot's key in its
+// environment, and its output goes to the log with the job and slot.
+func TestCommandJob(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "keys")
+	file := filepath.Join(dir, "jobs.yaml")
+	writeJobs(t, file, `apiVersion: leasecron.io/v1alpha1
+kind: ScheduledJob
+metadata: {name: stamp}
+spec:
+  schedule: "* * * * * *"
+  command:
+    args: [sh, -c, 'echo "$LEASECRON_KEY" >> "$OUT"; echo "ran $LEASECRON_JOB"']
+    env: [{name: OUT, value: "`+out+`"}]
+`)
+	dsn := "sqlite://" + filepath.Join(dir, "leasecron.db")
+	f := newFleet(t)
+	f.Start("only", "run", "--mode", "filelock", "--lock-file", filepath.Join(dir, "l.lock"), "--allow-command-jobs",
+		"--database-dsn", dsn, "--jobs-file", file, "--http-addr", "127.0.0.1:0", "--log-format", "json")
+	f.Await(30*time.Second, "the command's output in the log", func(e testenv.Event) bool {
+		return e.Msg == "ran stamp" && e.Attrs["job"] == "stamp" && e.Attrs["stream"] == "stdout" && e.Attrs["slot"] != nil
+	})
+	for i := 0; i < 3; i++ {
+		f.Await(30*time.Second, "a slot of stamp", succeeded("stamp"))
+	}
+	f.Terminate()
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Fields(string(b))
+	slots := ledgerSlots(t, dsn, "stamp")
+	if len(lines) != len(slots) || len(slots) < 3 {
+		t.Fatalf("%d runs of the command for %d succeeded slots", len(lines), len(slots))
+	}
+	for i, s := range slots {
+		if lines[i] != jobs.SlotKey("stamp", s) {
+			t.Errorf("run %d wrote %q, want the key of slot %s", i, lines[i], s)
+		}
+	}
+}

@@ -341,6 +341,7 @@ func TestBadJobsFile(t *testing.T) {
 		{"http url not absolute", head + "metadata: {name: a}\nspec: {schedule: '@daily', http: {url: '/tasks/expire'}}\n", []string{"job a: spec.http.url:"}},
 		{"http template unknown field", head + "metadata: {name: a}\nspec: {schedule: '@daily', http: {url: 'http://x/{{.Nope}}'}}\n", []string{"job a: spec.http.url: template fails on the slot context, whose fields are .Slot, .SlotDate, .PrevSlot, .Job and .Key"}},
 		{"http template does not parse", head + "metadata: {name: a}\nspec: {schedule: '@daily', http: {url: 'http://x', body: '{{.Slot'}}\n", []string{"job a: spec.http.body:"}},
+		{"command jobs off", head + "metadata: {name: a}\nspec: {schedule: '@daily', command: {args: [true]}}\n", []string{"job a: spec.command: command jobs are off in this controller: start it with --allow-command-jobs"}},
 		{"http headersFrom file missing", head + "metadata: {name: a}\nspec: {schedule: '@daily', http: {url: 'http://x', headersFrom: [{name: Authorization, file: /nonexistent/token}]}}\n", []string{"job a: spec.http.headersFrom[0].file:"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

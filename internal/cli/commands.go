@@ -50,6 +50,7 @@ func (o *manualOptions) prepare(cmd *cobra.Command, job, verb string, check func
 		return nil, err
 	}
 	o.jobs.defaults.Timeout = o.jobTimeout
+	o.jobs.log = log
 	set, err := o.jobs.load(dsn.Dialect)
 	if err != nil {
 		return nil, err

@@ -133,6 +133,7 @@ func newValidateCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&js.jobsFile, "jobs-file", "", "the jobs file to check")
 	cmd.Flags().StringVar(&js.timezone, "timezone", "", "the zone of jobs that name none (default: the local zone)")
+	js.addAllowCommands(cmd.Flags())
 	cmd.Flags().StringVar(&dsn, "database-dsn", model.DefaultDSN, "the ledger's DSN: only its scheme is read, so sql statements are checked for its dialect; nothing is opened")
 	return cmd
 }

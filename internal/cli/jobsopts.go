@@ -4,12 +4,14 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 
+	"github.com/leasecron/leasecron/pkg/commandjob"
 	"github.com/leasecron/leasecron/pkg/dailystats"
 	"github.com/leasecron/leasecron/pkg/httpjob"
 	"github.com/leasecron/leasecron/pkg/jobs"
@@ -17,26 +19,35 @@ import (
 	"github.com/leasecron/leasecron/pkg/sqljob"
 )
 
-// catalog is the kinds this binary runs.
-func catalog() *spec.Catalog {
-	return spec.NewCatalog(dailystats.Kind{}, sqljob.Kind{}, httpjob.Kind{})
+// catalog is the kinds this binary runs. command jobs are refused, with the
+// flag that allows them, unless allowCommands.
+func catalog(allowCommands bool) *spec.Catalog {
+	return spec.NewCatalog(dailystats.Kind{}, sqljob.Kind{}, httpjob.Kind{}, commandjob.Kind{Allowed: allowCommands})
 }
 
 // jobsOptions say which jobs run, in which zone, with which defaults.
 type jobsOptions struct {
-	timezone  string
-	schedules []string
-	jobsFile  string
+	timezone      string
+	schedules     []string
+	jobsFile      string
+	allowCommands bool
 	// policy defaults, set by commands that have the flags
 	defaults jobs.Policy
+	// log is where the jobs' work logs (a command's output).
+	log *slog.Logger
 }
 
 func (o *jobsOptions) addFlags(fs *pflag.FlagSet, withJobs bool) {
 	fs.StringVar(&o.timezone, "timezone", "", "IANA time zone of the schedules and of the dates jobs write, for jobs that name none (default: the local zone, honouring TZ)")
 	if withJobs {
 		fs.StringVar(&o.jobsFile, "jobs-file", "", "YAML file of ScheduledJob documents to run (watched by run: edits apply without a restart); without it, the built-in daily-stats job runs")
+		o.addAllowCommands(fs)
 		fs.StringArrayVar(&o.schedules, "schedule", nil, "daily-stats=EXPR: the built-in daily-stats job's cron schedule, 5 or 6 fields (seconds optional) or a descriptor like @daily (default daily-stats=50 0 0 * * *; with --jobs-file, giving it adds the job)")
 	}
+}
+
+func (o *jobsOptions) addAllowCommands(fs *pflag.FlagSet) {
+	fs.BoolVar(&o.allowCommands, "allow-command-jobs", false, "run command jobs: programs started as this controller's user, from whoever can edit the jobs (off: such jobs are refused)")
 }
 
 func (o *jobsOptions) location() (*time.Location, error) {
@@ -121,7 +132,7 @@ func (o *jobsOptions) load(dialect string) (*jobSet, error) {
 		}
 		list = append(fromFile, list...)
 	}
-	defs, err := catalog().Definitions(list, spec.Env{Location: loc, Defaults: o.defaults, Dialect: dialect})
+	defs, err := catalog(o.allowCommands).Definitions(list, spec.Env{Location: loc, Defaults: o.defaults, Dialect: dialect, Log: o.log})
 	if err != nil {
 		return nil, usageError{o.explain(err)}
 	}

@@ -218,6 +218,7 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 	if o.catchUpLimit == 0 {
 		o.jobs.defaults.CatchUpLimit = -1 // disabled
 	}
+	o.jobs.log = log
 	set, err := o.jobs.load(dsn.Dialect)
 	if err != nil {
 		return err
