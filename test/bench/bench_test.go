@@ -247,6 +247,9 @@ func TestBenchmarks(t *testing.T) {
 	t.Run("cutoff", func(t *testing.T) { benchCutOff(t, r) })
 	t.Run("lease", func(t *testing.T) { benchLease(t, r) })
 	t.Run("election", func(t *testing.T) { benchElection(t, r) })
+	t.Run("sql-burst", func(t *testing.T) { benchBurst(t, r) })
+	t.Run("beside", func(t *testing.T) { benchBeside(t, r) })
+	t.Run("http-lag", func(t *testing.T) { benchHTTPLag(t, r) })
 
 	var b strings.Builder
 	b.WriteString("# Benchmarks\n\n")
