@@ -36,14 +36,14 @@ func benchPgCron(t *testing.T, r *report, srv *testenv.Server, lc burstResult) {
 	r.add("pg_cron side by side (1,000 jobs due at once)",
 		fmt.Sprintf("pg_cron %s (Debian's %s; extension version %s) in the PostgreSQL %s server of the postgres row above, started with "+
 			"`shared_preload_libraries=pg_cron` and `cron.database_name=%s`; every other setting at its default (cron.max_running_jobs %s, "+
-			"cron.use_background_workers %s: each run opens a libpq connection to the server; max_connections %s). The same %d statements, "+
+			"cron.use_background_workers %s: each run opens a libpq connection to the server; max_connections %s). The same %s statements, "+
 			"scheduled with `cron.schedule(name, '* * * * *', 'INSERT INTO bench_hits (job, slot) VALUES (''<name>'', date_trunc(''minute'', now()))')` "+
 			"(pg_cron's granularity is the minute), measured over %d consecutive minutes after they were scheduled. All committed: from the "+
 			"minute's start to the last `cron.job_run_details.end_time` (recorded when the statement's result has come back). Last row "+
 			"inserted and connections opened as above. Start lag: `cron.job_run_details.start_time` minus the minute's start. The minute "+
-			"counts as never if not all %d runs had ended 55 s into it. Target: leasecron ahead of pg_cron.",
+			"counts as never if not all %s runs had ended 55 s into it. Target: leasecron ahead of pg_cron.",
 			about["version"], about["package"], about["extversion"], about["server_version"], pgCronDB, about["cron.max_running_jobs"],
-			about["cron.use_background_workers"], about["max_connections"], burstJobs, trials, burstJobs),
+			about["cron.use_background_workers"], about["max_connections"], count(burstJobs), trials, count(burstJobs)),
 		[]string{"scheduler", "all committed", "last row inserted", "start lag p50", "start lag p99", "attempts", "connections opened", "leasecron is"}, rows)
 }
 
