@@ -185,7 +185,9 @@ func (s series) cell() string {
 	}
 	c := s.sorted()
 	out := fmt.Sprintf("%s (%s – %s)", round(s.median()), round(c[0]), round(c[len(c)-1]))
-	if s.never > 0 {
+	if s.never == 1 {
+		out += ", never in 1 trial"
+	} else if s.never > 1 {
 		out += fmt.Sprintf(", never in %d trials", s.never)
 	}
 	return out
