@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -13,7 +14,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -22,6 +26,12 @@ import (
 
 // startPostgres runs initdb under base and starts postgres on it.
 func startPostgres(ctx context.Context, base string) (*Server, error) {
+	return startPostgresIn(ctx, base, "postgres", nil)
+}
+
+// startPostgresIn runs initdb in base/name and starts postgres on it, with
+// settings (postgres -c NAME=VALUE) after the ones every server gets.
+func startPostgresIn(ctx context.Context, base, name string, settings map[string]string) (*Server, error) {
 	binDir, err := postgresBinDir()
 	if err != nil {
 		return nil, err
@@ -30,9 +40,9 @@ func startPostgres(ctx context.Context, base string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(base, "postgres") // owned by the server user; also the socket dir
+	dir := filepath.Join(base, name) // owned by the server user; also the socket dir
 	data := filepath.Join(dir, "data")
-	logPath := filepath.Join(base, "postgres.log")
+	logPath := filepath.Join(base, name+".log")
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -53,6 +63,9 @@ func startPostgres(ctx context.Context, base string) (*Server, error) {
 		args := []string{"-D", data, "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-k", dir,
 			"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
 			"-c", "shared_buffers=32MB"}
+		for _, k := range slices.Sorted(maps.Keys(settings)) {
+			args = append(args, "-c", k+"="+settings[k])
+		}
 		return &Server{
 			dialect: "postgres",
 			name:    "PostgreSQL",
@@ -68,6 +81,94 @@ func startPostgres(ctx context.Context, base string) (*Server, error) {
 		}
 	})
 }
+
+// StartPostgres starts a PostgreSQL server of the test's own, apart from the
+// shared one that DSN(t, "postgres") uses, with extra server settings, which
+// are given to postgres as -c NAME=VALUE after the ones every testenv
+// PostgreSQL gets (so they may override them), for example
+//
+//	testenv.StartPostgres(t, map[string]string{
+//		"shared_preload_libraries": "pg_cron",
+//		"cron.database_name":       "bench",
+//	})
+//
+// It is stopped and its files are removed in t.Cleanup (and by Main's
+// shutdown, if the tests end first). Its DSN and NamedDSN give databases on
+// it. It always starts a server, also where LEASECRON_TEST_POSTGRES_DSN names
+// an existing one: settings such as shared_preload_libraries take a server
+// start. A server that cannot start (a setting it refuses, a library that
+// is not installed) fails the test with the end of its log.
+func StartPostgres(t testing.TB, settings map[string]string) *Server {
+	t.Helper()
+	reg.mu.Lock()
+	inMain := reg.inMain
+	reg.mu.Unlock()
+	if !inMain {
+		t.Fatalf("testenv: StartPostgres needs `func TestMain(m *testing.M) { testenv.Main(m) }` in this package, so the server is stopped when the tests end")
+	}
+	base, err := baseDir()
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), initTimeout)
+	defer cancel()
+	started := time.Now()
+	name := fmt.Sprintf("postgres-%d", own.Add(1))
+	s, err := startPostgresIn(ctx, base, name, settings)
+	if err != nil {
+		t.Fatalf("testenv: starting PostgreSQL with %v: %v", settings, err)
+	}
+	s.name = "PostgreSQL (" + name + ")"
+	reg.mu.Lock()
+	closed := reg.closed
+	if !closed {
+		reg.managed = append(reg.managed, s)
+	}
+	reg.mu.Unlock()
+	if closed {
+		s.Stop(ctx)
+		t.Fatal("testenv: testenv.Main has already finished")
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+		defer cancel()
+		if err := s.Stop(ctx); err != nil {
+			t.Errorf("testenv: stopping %s: %v", s.name, err)
+		}
+		os.RemoveAll(filepath.Join(base, name))
+		os.Remove(filepath.Join(base, name+".log"))
+	})
+	t.Logf("testenv: %s ready at %s after %v", s.name, s.admin.Redacted(), time.Since(started).Round(time.Millisecond))
+	return s
+}
+
+// PostgresHasLibrary reports whether the PostgreSQL that StartPostgres runs
+// has the shared library name (such as "pg_cron") in its library directory
+// (Debian: /usr/lib/postgresql/<version>/lib; a source build: <prefix>/lib
+// or <prefix>/lib/postgresql), so that a test can say what to install before
+// it asks the server to preload it. The error says where it looked, or why
+// it could not look.
+func PostgresHasLibrary(name string) (bool, error) {
+	binDir, err := postgresBinDir()
+	if err != nil {
+		return false, err
+	}
+	// The postgres in PATH may be a link to the installed one.
+	if real, err := filepath.EvalSymlinks(filepath.Join(binDir, "postgres")); err == nil {
+		binDir = filepath.Dir(real)
+	}
+	prefix := filepath.Dir(binDir)
+	dirs := []string{filepath.Join(prefix, "lib"), filepath.Join(prefix, "lib", "postgresql")}
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, name+".so")); err == nil {
+			return true, nil
+		}
+	}
+	return false, fmt.Errorf("%s.so is in neither %s, the library directories of the PostgreSQL in %s", name, strings.Join(dirs, " nor "), binDir)
+}
+
+// own numbers the servers StartPostgres starts, for their directories.
+var own atomic.Int64
 
 // postgresBinDir finds the directory holding postgres and initdb: from PATH,
 // else the newest Debian/Ubuntu /usr/lib/postgresql/<version>/bin.

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Delivery is one request as a Receiver saw it.
@@ -17,6 +18,8 @@ type Delivery struct {
 	Host   string
 	Header http.Header
 	Body   string
+	// At is when the receiver had read the request's body.
+	At time.Time
 }
 
 // Key is the delivery's Idempotency-Key.
@@ -43,7 +46,7 @@ func NewReceiver(t testing.TB, answer func(w http.ResponseWriter, r *http.Reques
 			t.Errorf("receiver: reading the body: %v", err)
 		}
 		rc.mu.Lock()
-		rc.got = append(rc.got, Delivery{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), Host: r.Host, Header: r.Header.Clone(), Body: string(b)})
+		rc.got = append(rc.got, Delivery{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), Host: r.Host, Header: r.Header.Clone(), Body: string(b), At: time.Now()})
 		n := len(rc.got)
 		rc.mu.Unlock()
 		if rc.answer == nil {

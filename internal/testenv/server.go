@@ -57,8 +57,19 @@ func (s *Server) DSN(t testing.TB) string {
 	t.Helper()
 	var b [8]byte
 	rand.Read(b[:])
-	name := "lc_" + hex.EncodeToString(b[:])
+	return s.NamedDSN(t, "lc_"+hex.EncodeToString(b[:]))
+}
 
+// NamedDSN is DSN for a database of the given name, for a server setting
+// that names a database (PostgreSQL's cron.database_name, say). The name
+// must be a plain identifier that no other test on s uses at the same time.
+func (s *Server) NamedDSN(t testing.TB, name string) string {
+	t.Helper()
+	for _, r := range name {
+		if !(r == '_' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9') {
+			t.Fatalf("testenv: database name %q: use lower-case letters, digits and '_'", name)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
 	if err := s.createDatabase(ctx, name); err != nil {

@@ -25,6 +25,9 @@
 //     one; databases are still created per DSN call and dropped afterwards.
 //   - MySQLServer and PostgresServer expose a managed server's Stop and Start
 //     (same port, same data dir) for outage tests.
+//   - StartPostgres starts a PostgreSQL server of one test's own, with extra
+//     server settings (shared_preload_libraries and the like), stopped in
+//     that test's cleanup; the shared servers are unaffected.
 //   - A test that cannot get its server fails (t.Fatal); it never skips. The
 //     server binaries are installed by hack/install-test-deps.sh.
 //

@@ -174,3 +174,36 @@ func TestStoppedServerIsRestartedAtCleanup(t *testing.T) {
 		t.Fatalf("server not usable after a test left it stopped: %v", err)
 	}
 }
+
+// TestStartPostgres: a server of the test's own, with a setting of its own,
+// apart from the shared one, and a database of a chosen name on it.
+func TestStartPostgres(t *testing.T) {
+	srv := testenv.StartPostgres(t, map[string]string{"max_connections": "42"})
+	if !srv.Managed() {
+		t.Fatal("a server StartPostgres started is not managed")
+	}
+	if srv.AdminDSN() == testenv.PostgresServer(t).AdminDSN() {
+		t.Fatalf("StartPostgres returned the shared server %s", srv.AdminDSN())
+	}
+	dsn := srv.NamedDSN(t, "chosen_name")
+	if !strings.Contains(dsn, "/chosen_name?") {
+		t.Fatalf("NamedDSN = %s, want the database chosen_name", dsn)
+	}
+	db := open(t, dsn)
+	var maxConn, db1 string
+	if err := db.Raw("SHOW max_connections").Scan(&maxConn).Error; err != nil || maxConn != "42" {
+		t.Fatalf("max_connections = %q, %v; want 42", maxConn, err)
+	}
+	if err := db.Raw("SELECT current_database()").Scan(&db1).Error; err != nil || db1 != "chosen_name" {
+		t.Fatalf("current_database() = %q, %v; want chosen_name", db1, err)
+	}
+}
+
+func TestPostgresHasLibrary(t *testing.T) {
+	if ok, err := testenv.PostgresHasLibrary("plpgsql"); !ok {
+		t.Errorf("PostgresHasLibrary(plpgsql) = false, %v; every PostgreSQL has it", err)
+	}
+	if ok, err := testenv.PostgresHasLibrary("no_such_library"); ok || err == nil || !strings.Contains(err.Error(), "no_such_library.so") {
+		t.Errorf("PostgresHasLibrary(no_such_library) = %v, %v; want false and an error naming the file", ok, err)
+	}
+}

@@ -185,7 +185,9 @@ func (s series) cell() string {
 	}
 	c := s.sorted()
 	out := fmt.Sprintf("%s (%s – %s)", round(s.median()), round(c[0]), round(c[len(c)-1]))
-	if s.never > 0 {
+	if s.never == 1 {
+		out += ", never in 1 trial"
+	} else if s.never > 1 {
 		out += fmt.Sprintf(", never in %d trials", s.never)
 	}
 	return out
@@ -247,6 +249,9 @@ func TestBenchmarks(t *testing.T) {
 	t.Run("cutoff", func(t *testing.T) { benchCutOff(t, r) })
 	t.Run("lease", func(t *testing.T) { benchLease(t, r) })
 	t.Run("election", func(t *testing.T) { benchElection(t, r) })
+	t.Run("sql-burst", func(t *testing.T) { benchBurst(t, r) })
+	t.Run("beside", func(t *testing.T) { benchBeside(t, r) })
+	t.Run("http-lag", func(t *testing.T) { benchHTTPLag(t, r) })
 
 	var b strings.Builder
 	b.WriteString("# Benchmarks\n\n")
