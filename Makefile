@@ -38,7 +38,7 @@ CHAOS ?= 5m
 chaos: test-deps tools ## random faults against 5 replicas for CHAOS (5m), with a report; make test runs 40s
 	LEASECRON_CHAOS_DURATION=$(CHAOS) $(GO) test -count=1 -timeout 60m -v -run TestChaos ./test/chaos/
 
-bench: test-deps tools ## measure leasecron against the alternatives and rewrite BENCHMARKS.md (about 6 minutes; not part of make test)
+bench: test-deps tools ## measure leasecron against the alternatives and rewrite BENCHMARKS.md (about 16 minutes; not part of make test)
 	$(GO) test -tags bench -count=1 -timeout 60m -run TestBenchmarks -v ./test/bench/ -args -out $(CURDIR)/BENCHMARKS.md
 
 tools: ## build the test control plane (etcd, kube-apiserver, kube-controller-manager, kubectl, helm) into .cache/tools/bin, if missing
