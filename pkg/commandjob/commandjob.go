@@ -216,7 +216,7 @@ func build(j spec.Job) (*Job, error) {
 		dirOK = false
 		switch fi, err := os.Stat(c.WorkingDir); {
 		case err != nil:
-			bad("spec.command.workingDir", "cannot use %s: %v: create it, or fix the path", c.WorkingDir, unwrapPath(err))
+			bad("spec.command.workingDir", "cannot use %s: %v: create it, or fix the path", c.WorkingDir, spec.UnwrapPath(err))
 		case !fi.IsDir():
 			bad("spec.command.workingDir", "%s is not a directory: give a directory", c.WorkingDir)
 		default:
@@ -324,7 +324,7 @@ func checkProgram(prog, dir string) string {
 	fi, err := os.Stat(p)
 	switch {
 	case err != nil:
-		return fmt.Sprintf("cannot run %s: %v: fix the path, or install the program there", p, unwrapPath(err))
+		return fmt.Sprintf("cannot run %s: %v: fix the path, or install the program there", p, spec.UnwrapPath(err))
 	case fi.IsDir():
 		return fmt.Sprintf("%s is a directory, not a program", p)
 	}
@@ -377,31 +377,21 @@ func validName(s string) bool {
 // readFile reads a variable's file: its content without trailing newlines.
 // Its errors name the file, never the content.
 func readFile(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	v, err := spec.ReadValueFile(path)
 	if err != nil {
-		return "", fmt.Errorf("cannot read %s: %w: mount the Secret at that path, or fix the path", path, unwrapPath(err))
+		return "", err
 	}
-	v := strings.TrimRight(string(b), "\r\n")
 	if strings.IndexByte(v, 0) >= 0 {
 		return "", fmt.Errorf("%s holds a NUL byte, which no environment value can", path)
 	}
 	return v, nil
 }
 
-// unwrapPath drops the path an *os.PathError repeats.
-func unwrapPath(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
-}
-
 // unwrapExec drops the name an *exec.Error repeats.
 func unwrapExec(err error) error {
 	var ee *exec.Error
 	if errors.As(err, &ee) {
-		return unwrapPath(ee.Err)
+		return spec.UnwrapPath(ee.Err)
 	}
-	return unwrapPath(err)
+	return spec.UnwrapPath(err)
 }

@@ -410,22 +410,12 @@ func validValue(s string) bool {
 // readFile reads a headersFrom file: its content without trailing newlines.
 // Its errors name the file, never the content.
 func readFile(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	v, err := spec.ReadValueFile(path)
 	if err != nil {
-		return "", fmt.Errorf("cannot read %s: %w", path, unwrapPath(err))
+		return "", err
 	}
-	v := strings.TrimRight(string(b), "\r\n")
 	if !validValue(v) {
 		return "", fmt.Errorf("%s holds a control character (such as a newline) inside its content: a header value is one line of text", path)
 	}
 	return v, nil
-}
-
-// unwrapPath drops the path an *os.PathError repeats.
-func unwrapPath(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
 }
