@@ -37,10 +37,10 @@ func FuzzDSNRedactsPassword(f *testing.F) {
 	for _, seed := range []string{"s3cret", "p@ss:w/rd?#", "%41%42", "xxxxx-not", "a&b=c;d e", "pass word+"} {
 		f.Add(seed)
 	}
-	f.Fuzz(func(t *testing.T, pw string) {
+	formsWith := func(pw string) []string {
 		user := url.UserPassword("app", pw).String()
 		q := url.QueryEscape(pw)
-		forms := []string{
+		return []string{
 			"mysql://" + user + "@db:3306/stats",
 			"mysql://app:" + pw + "@tcp(db:3306)/stats",
 			"postgres://" + user + "@db:5432/stats",
@@ -48,9 +48,14 @@ func FuzzDSNRedactsPassword(f *testing.F) {
 			"postgresql://app@db/stats?sslpassword=" + q + "&sslmode=disable",
 			"postgres://app@db/stats?sslmode=disable&sslkey=" + q,
 		}
-		for _, raw := range forms {
-			// The password may also be ordinary DSN text.
-			text := strings.NewReplacer(user, "app:xxxxx", pw, "xxxxx", q, "xxxxx").Replace(raw)
+	}
+	f.Fuzz(func(t *testing.T, pw string) {
+		user := url.UserPassword("app", pw).String()
+		q := url.QueryEscape(pw)
+		forms := formsWith(pw)
+		// The password may also be ordinary DSN text: the redacted forms
+		// themselves ("password=xxxxx", the host, …) may contain it.
+		for _, text := range formsWith("xxxxx") {
 			if len(pw) < 6 || strings.Contains(text, pw) || strings.Contains(text, q) {
 				return
 			}
