@@ -20,8 +20,8 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/leasecron/leasecron/internal/testenv"
+	"github.com/leasecron/leasecron/internal/testenv/enginetest"
 	"github.com/leasecron/leasecron/pkg/jobs"
-	"github.com/leasecron/leasecron/pkg/model"
 	"github.com/leasecron/leasecron/pkg/spec"
 )
 
@@ -31,23 +31,7 @@ func forEachDialect(t *testing.T, f func(t *testing.T, dialect string)) {
 	}
 }
 
-func openDB(t *testing.T, dialect string) *gorm.DB {
-	t.Helper()
-	ctx := context.Background()
-	dsn, err := model.ParseDSN(testenv.DSN(t, dialect))
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := model.OpenWith(ctx, dsn, model.OpenOptions{Wait: 10 * time.Second, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = model.Close(db) })
-	if err := jobs.Migrate(ctx, db, nil); err != nil {
-		t.Fatal(err)
-	}
-	return db
-}
+func openDB(t *testing.T, dialect string) *gorm.DB { return enginetest.OpenDB(t, dialect) }
 
 // engine is a scheduler of one command job on a fresh database, leading.
 // The scheduler and the command log to the same sink.
@@ -73,33 +57,16 @@ func newEngine(t *testing.T, dialect string, sj *spec.ScheduledJob, env spec.Env
 }
 
 func newScheduler(t *testing.T, db *gorm.DB, def jobs.Definition, log io.Writer) *jobs.Scheduler {
-	t.Helper()
-	s, err := jobs.New(db, "holder", []jobs.Definition{def}, jobs.Options{
-		Log: slog.New(slog.NewJSONHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return enginetest.Scheduler(t, db, "holder", def, slog.New(slog.NewJSONHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug})))
 }
 
 // runAt runs the slot at under the engine's fence.
 func (e *engine) runAt(t *testing.T, at time.Time) (jobs.Outcome, error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	return e.sched.RunSlot(ctx, e.fence, jobName, at, time.Now().Add(time.Minute))
+	return enginetest.RunAt(t, e.sched, e.fence, jobName, at)
 }
 
 // rows returns the ledger's rows of the test's job.
-func rows(t *testing.T, db *gorm.DB) []jobs.JobRun {
-	t.Helper()
-	var rs []jobs.JobRun
-	if err := db.Where("job = ?", jobName).Order("slot").Find(&rs).Error; err != nil {
-		t.Fatal(err)
-	}
-	return rs
-}
+func rows(t *testing.T, db *gorm.DB) []jobs.JobRun { return enginetest.Rows(t, db, jobName) }
 
 // onlyRow returns the ledger's one row of the test's slot.
 func onlyRow(t *testing.T, db *gorm.DB) jobs.JobRun {

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/leasecron/leasecron/internal/testenv"
+	"github.com/leasecron/leasecron/internal/testenv/enginetest"
 	"github.com/leasecron/leasecron/pkg/httpjob"
 	"github.com/leasecron/leasecron/pkg/jobs"
 	"github.com/leasecron/leasecron/pkg/model"
@@ -95,23 +96,7 @@ func slotOf(attempt int) jobs.Slot {
 		Key: slotKey, Attempt: attempt}
 }
 
-func openDB(t *testing.T, dialect string) *gorm.DB {
-	t.Helper()
-	ctx := context.Background()
-	dsn, err := model.ParseDSN(testenv.DSN(t, dialect))
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := model.OpenWith(ctx, dsn, model.OpenOptions{Wait: 10 * time.Second, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = model.Close(db) })
-	if err := jobs.Migrate(ctx, db, nil); err != nil {
-		t.Fatal(err)
-	}
-	return db
-}
+func openDB(t *testing.T, dialect string) *gorm.DB { return enginetest.OpenDB(t, dialect) }
 
 // engine is a scheduler of one http job on a fresh database, leading.
 type engine struct {
@@ -135,14 +120,7 @@ func newEngine(t *testing.T, dialect string, sj *spec.ScheduledJob) *engine {
 }
 
 func newScheduler(t *testing.T, db *gorm.DB, holder string, def jobs.Definition, log io.Writer) *jobs.Scheduler {
-	t.Helper()
-	s, err := jobs.New(db, holder, []jobs.Definition{def}, jobs.Options{
-		Log: slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return enginetest.Scheduler(t, db, holder, def, slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug})))
 }
 
 // run runs the test's slot under the engine's fence.
@@ -153,21 +131,11 @@ func (e *engine) run(t *testing.T) (jobs.Outcome, error) {
 
 // runAt runs the slot at under the engine's fence.
 func (e *engine) runAt(t *testing.T, at time.Time) (jobs.Outcome, error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	return e.sched.RunSlot(ctx, e.fence, jobName, at, time.Now().Add(time.Minute))
+	return enginetest.RunAt(t, e.sched, e.fence, jobName, at)
 }
 
 // rows returns the ledger's rows of the test's job.
-func rows(t *testing.T, db *gorm.DB) []jobs.JobRun {
-	t.Helper()
-	var rs []jobs.JobRun
-	if err := db.Where("job = ?", jobName).Order("slot").Find(&rs).Error; err != nil {
-		t.Fatal(err)
-	}
-	return rs
-}
+func rows(t *testing.T, db *gorm.DB) []jobs.JobRun { return enginetest.Rows(t, db, jobName) }
 
 // onlyRow returns the ledger's one row of the test's slot.
 func onlyRow(t *testing.T, db *gorm.DB) jobs.JobRun {

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/leasecron/leasecron/internal/testenv"
+	"github.com/leasecron/leasecron/internal/testenv/enginetest"
 	"github.com/leasecron/leasecron/pkg/jobs"
 	"github.com/leasecron/leasecron/pkg/model"
 	"github.com/leasecron/leasecron/pkg/spec"
@@ -23,23 +24,7 @@ func quietLog() *slog.Logger {
 }
 
 // openDB opens a fresh database of dialect with the ledger's tables.
-func openDB(t *testing.T, dialect string) *gorm.DB {
-	t.Helper()
-	ctx := context.Background()
-	dsn, err := model.ParseDSN(testenv.DSN(t, dialect))
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := model.OpenWith(ctx, dsn, model.OpenOptions{Wait: 10 * time.Second, Log: quietLog()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = model.Close(db) })
-	if err := jobs.Migrate(ctx, db, nil); err != nil {
-		t.Fatal(err)
-	}
-	return db
-}
+func openDB(t *testing.T, dialect string) *gorm.DB { return enginetest.OpenDB(t, dialect) }
 
 func exec(t *testing.T, db *gorm.DB, query string, args ...any) {
 	t.Helper()
