@@ -24,6 +24,8 @@ type dbOptions struct {
 	connectTimeout time.Duration
 	// limits are set on every session; run sets them, other commands none.
 	limits model.SessionLimits
+	// maxConns bounds the pool (0: model.DefaultMaxConns).
+	maxConns int
 }
 
 func (o *dbOptions) addFlags(fs *pflag.FlagSet) {
@@ -81,7 +83,7 @@ func unwrapPathErr(err error) error {
 
 // open connects, retrying for connectTimeout.
 func (o *dbOptions) open(ctx context.Context, dsn model.DSN, log *slog.Logger) (*gorm.DB, error) {
-	return model.OpenWith(ctx, dsn, model.OpenOptions{Wait: o.connectTimeout, Log: log, Limits: o.limits})
+	return model.OpenWith(ctx, dsn, model.OpenOptions{Wait: o.connectTimeout, Log: log, Limits: o.limits, MaxConns: o.maxConns})
 }
 
 // openMigrated connects and migrates the ledger and the tables of defs.

@@ -72,6 +72,7 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.jobTimeout, "job-timeout", 10*time.Minute, "time limit of one attempt of a slot")
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace-period", 30*time.Second, "on SIGTERM, how long running slots may finish before the leader lets go")
 	fs.StringVar(&o.httpAddr, "http-addr", ":8080", "address of /healthz, /readyz and /metrics (port 0 picks a free port)")
+	fs.IntVar(&o.db.maxConns, "database-max-connections", model.DefaultMaxConns, "how many connections the jobs may hold at once (work in the ledger's transaction holds one while it runs; the rest wait for one); the leader's own checks use 2 more")
 	fs.DurationVar(&o.dbLostTimeout, "database-lost-timeout", time.Minute, "a leader that cannot begin its term or reach the database for this long lets go, so a replica that can reach it leads: exit 1 in lease mode, release the lock and wait in filelock mode")
 }
 
@@ -214,6 +215,9 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 	if o.catchUpLimit < 0 {
 		return usagef("--catch-up-limit must be 0 or more (got %d)", o.catchUpLimit)
 	}
+	if o.db.maxConns < 1 {
+		return usagef("--database-max-connections must be 1 or more (got %d)", o.db.maxConns)
+	}
 	o.jobs.defaults = jobs.Policy{CatchUpWindow: o.catchUpWindow, CatchUpLimit: o.catchUpLimit, Timeout: o.jobTimeout}
 	if o.catchUpLimit == 0 {
 		o.jobs.defaults.CatchUpLimit = -1 // disabled
@@ -253,6 +257,13 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 		return err
 	}
 	defer model.Close(db)
+	// The term and the database watch have a pool of their own, so that
+	// jobs holding every connection of theirs cannot starve them.
+	control, err := model.OpenWith(ctx, dsn, model.OpenOptions{Wait: o.db.connectTimeout, Log: log, Limits: o.db.limits, MaxConns: controlConns})
+	if err != nil {
+		return err
+	}
+	defer model.Close(control)
 
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
@@ -287,7 +298,7 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 
 	ro := jobs.RunOptions{
 		DatabaseLostTimeout: o.dbLostTimeout, Scrub: dsn.Scrub,
-		OnLead: m.OnLead,
+		OnLead: m.OnLead, Control: control,
 	}
 	if o.mode == "filelock" {
 		ro.Rejoin = filelockRejoin // release the lock and wait; a Pod restarts instead
@@ -307,6 +318,9 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 	log.Info("shut down")
 	return nil
 }
+
+// controlConns is the size of the pool for the leader's own statements.
+const controlConns = 2
 
 // filelockRejoin is how long a process that let go of the file lock for want
 // of a database waits before it asks for the lock again.

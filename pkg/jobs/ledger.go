@@ -233,17 +233,85 @@ func (l *Ledger) Complete(ctx context.Context, f Fence, job string, slot time.Ti
 	return nil
 }
 
-// Fail marks the slot failed with cause, if this process still holds it.
-func (l *Ledger) Fail(ctx context.Context, f Fence, job string, slot time.Time, cause error) error {
+// errSlotHasRow means CompleteNew found the slot already in the ledger:
+// nothing of its work committed, and the caller takes the claim path.
+var errSlotHasRow = errors.New("the slot has a ledger row already")
+
+// CompleteNew is the first attempt of work in the ledger's transaction, in
+// one transaction instead of a claim and a completion: it runs work, checks
+// the fence (under the term row's shared lock, held to the commit, as
+// Complete does) and inserts the slot's row as succeeded, started at
+// started.
+//
+// A plain read first (no transaction, no lock) stops a stale leader and
+// finds a slot that has a row already (done, running elsewhere, failed
+// before) without running work: the error wraps ErrFenced or
+// errSlotHasRow. A row that appears after that read makes the insert fail
+// on the ledger's unique key: nothing commits, and the error wraps
+// errSlotHasRow. No row is locked before work: on MariaDB a locking read of
+// a missing row takes a gap lock, and concurrent slots of different jobs
+// deadlock on them.
+func (l *Ledger) CompleteNew(ctx context.Context, f Fence, job string, slot, started time.Time, work func(tx *gorm.DB) error) error {
+	slot = slot.UTC()
+	started = started.UTC()
+	var seen struct {
+		Term *int64
+		NRows int64
+	}
+	if err := l.db.WithContext(ctx).Raw("SELECT (SELECT term FROM leader_terms WHERE scope = ?) AS term, (SELECT COUNT(*) FROM job_runs WHERE job = ? AND slot = ?) AS n_rows",
+		f.Scope, job, slot).Scan(&seen).Error; err != nil {
+		return fmt.Errorf("run %s slot %s: read ledger: %w", job, slot.Format(time.RFC3339), err)
+	}
+	switch {
+	case !f.Manual() && (seen.Term == nil || *seen.Term != f.Term):
+		return fmt.Errorf("run %s slot %s: %w (ours %d)", job, slot.Format(time.RFC3339), ErrFenced, f.Term)
+	case seen.NRows > 0:
+		return errSlotHasRow
+	}
+	err := l.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := work(tx); err != nil {
+			return err
+		}
+		if err := checkTerm(tx, f); err != nil {
+			return err
+		}
+		now := l.now().UTC()
+		run := JobRun{Job: job, Slot: slot, Status: StatusSucceeded, Holder: l.holder, Fence: f.Term,
+			Attempts: 1, StartedAt: &started, FinishedAt: &now}
+		if err := tx.Create(&run).Error; errors.Is(err, gorm.ErrDuplicatedKey) {
+			return fmt.Errorf("%w: %w", errSlotHasRow, err)
+		} else if err != nil {
+			return fmt.Errorf("insert ledger row: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("run %s slot %s: %w", job, slot.Format(time.RFC3339), err)
+	}
+	return nil
+}
+
+// Fail marks the slot failed with cause, if this process still holds it,
+// or records it as failed after one attempt if it has no row (a first
+// attempt through CompleteNew); a row that another process took over is
+// left alone.
+func (l *Ledger) Fail(ctx context.Context, f Fence, job string, slot time.Time, started time.Time, cause error) error {
 	msg := errorText(cause.Error())
 	now := l.now().UTC()
+	slot, started = slot.UTC(), started.UTC()
 	err := l.short(ctx, func(tx *gorm.DB) error {
 		if err := checkTerm(tx, f); err != nil {
 			return err
 		}
-		return tx.Model(&JobRun{}).
-			Where("job = ? AND slot = ? AND fence = ? AND holder = ? AND status = ?", job, slot.UTC(), f.Term, l.holder, StatusRunning).
-			Updates(map[string]any{"status": StatusFailed, "finished_at": now, "error": msg}).Error
+		res := tx.Model(&JobRun{}).
+			Where("job = ? AND slot = ? AND fence = ? AND holder = ? AND status = ?", job, slot, f.Term, l.holder, StatusRunning).
+			Updates(map[string]any{"status": StatusFailed, "finished_at": now, "error": msg})
+		if res.Error != nil || res.RowsAffected > 0 {
+			return res.Error
+		}
+		run := JobRun{Job: job, Slot: slot, Status: StatusFailed, Holder: l.holder, Fence: f.Term,
+			Attempts: 1, StartedAt: &started, FinishedAt: &now, Error: msg}
+		return tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&run).Error
 	})
 	if err != nil {
 		return fmt.Errorf("mark %s slot %s failed: %w", job, slot.Format(time.RFC3339), err)

@@ -125,7 +125,7 @@ func TestFailedAttemptRollsBackAndIsRecorded(t *testing.T) {
 		if !errors.Is(err, boom) {
 			t.Fatalf("Complete = %v, want boom", err)
 		}
-		if err := l.Fail(ctx, f, job.Name, slot, err); err != nil {
+		if err := l.Fail(ctx, f, job.Name, slot, slot, err); err != nil {
 			t.Fatal(err)
 		}
 		if n := stamps(t, db, model.DateOf(slot)); n != 0 {
@@ -150,7 +150,7 @@ func TestFailRecordsLongUTF8Text(t *testing.T) {
 			t.Fatal(err)
 		}
 		msg := "x" + strings.Repeat("ü", 600) + "\x00"
-		if err := l.Fail(ctx, f, "j", slot, errors.New(msg)); err != nil {
+		if err := l.Fail(ctx, f, "j", slot, slot, errors.New(msg)); err != nil {
 			t.Fatal(err)
 		}
 		rs := runs(t, db, "j")

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/leasecron/leasecron/pkg/model"
 )
 
@@ -37,6 +39,13 @@ type RunOptions struct {
 	// OnLead, if set, is called with true when this process starts leading
 	// and false when it stops.
 	OnLead func(leading bool)
+	// Control, if set, is a second pool to the same database for the
+	// leader's own statements: beginning its term and the watch that pings
+	// the database. With a bounded jobs' pool, jobs that hold every
+	// connection (long work in the ledger's transaction) would otherwise
+	// keep the ping waiting until the leader took the database for lost.
+	// One or two connections are enough. Default: the scheduler's pool.
+	Control *gorm.DB
 }
 
 // Run is the whole life of a replica: it campaigns with e and, while it
@@ -53,6 +62,10 @@ func (s *Scheduler) Run(ctx context.Context, e Elector, o RunOptions) error {
 		o.Scrub = func(err error) error { return err }
 	}
 	log := s.opts.Log
+	control := s.ledger
+	if o.Control != nil {
+		control = NewLedger(o.Control, s.ledger.holder)
+	}
 	lead := func(leaderCtx context.Context) error {
 		if ctx.Err() != nil {
 			return nil // shutting down: won the election too late to lead
@@ -63,12 +76,12 @@ func (s *Scheduler) Run(ctx context.Context, e Elector, o RunOptions) error {
 		}
 		leadCtx, stop := context.WithCancelCause(leaderCtx)
 		defer stop(nil)
-		fence, err := s.beginTerm(leadCtx, ctx, e.Scope(), o)
+		fence, err := s.beginTerm(leadCtx, ctx, control, e.Scope(), o)
 		if err != nil || fence.Manual() {
 			return err // lost, shutting down before the term began, or no database
 		}
 		log.Info("leading", "scope", e.Scope(), "term", fence.Term)
-		go s.watchDatabase(leadCtx, o, stop)
+		go s.watchDatabase(leadCtx, control.db, o, stop)
 		err = s.Lead(leadCtx, ctx.Done(), fence)
 		log.Info("stopped leading", "term", fence.Term)
 		return err
@@ -92,14 +105,14 @@ func (s *Scheduler) Run(ctx context.Context, e Elector, o RunOptions) error {
 // until leadership is lost, shutdown begins (both cancel a BeginTerm under
 // way; shutdown returns the zero fence) or the database-lost timeout has
 // passed without a term (ErrDatabaseLost).
-func (s *Scheduler) beginTerm(leaderCtx, shutdown context.Context, scope string, o RunOptions) (Fence, error) {
+func (s *Scheduler) beginTerm(leaderCtx, shutdown context.Context, l *Ledger, scope string, o RunOptions) (Fence, error) {
 	ctx, cancel := context.WithCancel(leaderCtx)
 	defer cancel()
 	defer context.AfterFunc(shutdown, cancel)()
 	giveUp := time.Now().Add(o.DatabaseLostTimeout)
 	backoff := 250 * time.Millisecond
 	for {
-		fence, err := s.ledger.BeginTerm(ctx, scope)
+		fence, err := l.BeginTerm(ctx, scope)
 		if err == nil {
 			return fence, nil
 		}
@@ -122,10 +135,10 @@ func (s *Scheduler) beginTerm(leaderCtx, shutdown context.Context, scope string,
 	}
 }
 
-// watchDatabase pings the database while this process leads and, once no
-// ping has succeeded for the database-lost timeout, ends leadership with
+// watchDatabase pings db while this process leads and, once no ping has
+// succeeded for the database-lost timeout, ends leadership with
 // ErrDatabaseLost.
-func (s *Scheduler) watchDatabase(ctx context.Context, o RunOptions, stop context.CancelCauseFunc) {
+func (s *Scheduler) watchDatabase(ctx context.Context, db *gorm.DB, o RunOptions, stop context.CancelCauseFunc) {
 	lostAfter := o.DatabaseLostTimeout
 	every := max(min(lostAfter/4, 5*time.Second), 10*time.Millisecond)
 	lastOK := time.Now()
@@ -138,7 +151,7 @@ func (s *Scheduler) watchDatabase(ctx context.Context, o RunOptions, stop contex
 		case <-t.C:
 		}
 		pctx, cancel := context.WithTimeout(ctx, every)
-		err := o.Scrub(model.Ping(pctx, s.ledger.db))
+		err := o.Scrub(model.Ping(pctx, db))
 		cancel()
 		switch {
 		case err == nil:

@@ -55,7 +55,7 @@ func TestBeginTermIsCancelledByShutdown(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		f, err := s.beginTerm(ctx, shutdown, "s", RunOptions{DatabaseLostTimeout: time.Hour, Scrub: dsn.Scrub})
+		f, err := s.beginTerm(ctx, shutdown, s.Ledger(), "s", RunOptions{DatabaseLostTimeout: time.Hour, Scrub: dsn.Scrub})
 		done <- result{f, err}
 	}()
 	// Wait until BeginTerm is blocked on the row lock, then shut down.
@@ -95,7 +95,8 @@ func TestBeginTermGivesUpWithoutDatabase(t *testing.T) {
 	}
 	_ = model.Close(db) // every statement now fails
 	start := time.Now()
-	_, err = quietScheduler(t, db).beginTerm(context.Background(), context.Background(), "s", RunOptions{DatabaseLostTimeout: 700 * time.Millisecond, Scrub: dsn.Scrub})
+	s := quietScheduler(t, db)
+	_, err = s.beginTerm(context.Background(), context.Background(), s.Ledger(), "s", RunOptions{DatabaseLostTimeout: 700 * time.Millisecond, Scrub: dsn.Scrub})
 	if !errors.Is(err, ErrDatabaseLost) {
 		t.Fatalf("beginTerm = %v, want ErrDatabaseLost", err)
 	}

@@ -664,11 +664,38 @@ func slotOf(def Definition, slot time.Time, attempt int, fence Fence) Slot {
 	}
 }
 
-// attempt claims the slot and runs the job once.
+// attempt runs the job's slot once. Work in the ledger's transaction, on its
+// first attempt, runs in one transaction that also inserts the slot's row
+// as succeeded (Ledger.CompleteNew); if the slot has a row already, and for
+// later attempts and work outside the database, the slot is claimed first
+// (a running row, committed) and completed in a second transaction.
 func (s *Scheduler) attempt(ctx context.Context, fence Fence, def Definition, slot time.Time, n int) (outcome Outcome, err error) {
 	name := def.Name
 	ctx, cancel := context.WithTimeout(ctx, def.Policy.Timeout)
 	defer cancel()
+	started := s.ledger.now()
+	sc := slotOf(def, slot, n, fence)
+	defer func() {
+		if err == nil || errors.Is(err, ErrFenced) || errors.Is(err, ErrSlotBusy) {
+			return
+		}
+		fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer fcancel()
+		if ferr := s.ledger.Fail(fctx, fence, name, slot, started, err); ferr != nil {
+			s.opts.Log.Warn("could not record the failure in the ledger", "job", name, "err", ferr)
+		}
+	}()
+	if w, ok := def.Work.(TxJob); ok && n == 1 {
+		err = s.ledger.CompleteNew(ctx, fence, name, slot, started, func(tx *gorm.DB) error {
+			return safely(func() error { return w.RunTx(ctx, tx, sc) })
+		})
+		if err == nil {
+			return Succeeded, nil
+		}
+		if !errors.Is(err, errSlotHasRow) {
+			return Failed, err
+		}
+	}
 	done, err := s.ledger.Claim(ctx, fence, name, slot)
 	if err != nil {
 		return Failed, err
@@ -676,7 +703,6 @@ func (s *Scheduler) attempt(ctx context.Context, fence Fence, def Definition, sl
 	if done {
 		return Skipped, nil
 	}
-	sc := slotOf(def, slot, n, fence)
 	switch w := def.Work.(type) {
 	case TxJob:
 		err = s.ledger.Complete(ctx, fence, name, slot, func(tx *gorm.DB) error {
@@ -689,13 +715,6 @@ func (s *Scheduler) attempt(ctx context.Context, fence Fence, def Definition, sl
 	}
 	if err == nil {
 		return Succeeded, nil
-	}
-	if !errors.Is(err, ErrFenced) && !errors.Is(err, ErrSlotBusy) {
-		fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer fcancel()
-		if ferr := s.ledger.Fail(fctx, fence, name, slot, err); ferr != nil {
-			s.opts.Log.Warn("could not record the failure in the ledger", "job", name, "err", ferr)
-		}
 	}
 	return Failed, err
 }

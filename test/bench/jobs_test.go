@@ -121,12 +121,13 @@ func benchBurst(t *testing.T, r *report) {
 			"leader applies (the trial waits for every job's `job changed` line before that second). "+
 			"All committed: from the slot's time to the last of the %s `slot succeeded` lines, which are logged once the commit has returned. "+
 			"Last row inserted: the server's `bench_hits.at` of the last row (CURRENT_TIMESTAMP(6), clock_timestamp(), SQLite's 'now'). "+
-			"Start lag: `job_runs.started_at` (the claim; a retried slot shows its last attempt) minus the slot's time, per job, the "+
+			"Start lag: `job_runs.started_at` (when the slot's first attempt began: its one transaction runs the INSERT, checks the term and inserts the "+
+			"succeeded row; a retried slot shows its last attempt) minus the slot's time, per job, the "+
 			"50th and 99th percentile of the %s. Attempts beyond the first: the leader's `slot attempt failed, retrying` lines (an attempt "+
 			"fails, for one, when the server refuses a connection; it is tried again after the 1 s initial backoff). Connections opened: "+
 			"new sessions on the server during the trial (MariaDB's `Connections`, PostgreSQL's `pg_stat_database.sessions`); "+
-			"leasecron's pool (pkg/model/open.go) sets no limit on open connections and keeps 2 idle, so a connection beyond those "+
-			"2 is closed when its transaction ends. %d trials per database; a trial whose slots have not all committed within %s counts as "+
+			"leasecron's jobs share a pool of 10 connections (--database-max-connections, kept open while idle up to a minute), "+
+			"the leader's term and database watch a pool of 2. %d trials per database; a trial whose slots have not all committed within %s counts as "+
 			"never (and ends its database's trials). %s "+
 			"Target: all committed within 1 s on MariaDB and PostgreSQL.", count(burstJobs), insertHit, count(burstJobs), count(burstJobs), trials, burstWait, retries),
 		[]string{"database", "all committed", "last row inserted", "start lag p50", "start lag p99", "attempts beyond the first", "connections opened"}, rows)
@@ -248,7 +249,7 @@ func benchBeside(t *testing.T, r *report) {
 			"(MariaDB: `SELECT SLEEP(60)`), so one 60 s transaction is always open (a job never overlaps itself: each next slot starts "+
 			"when the last ends), and `tick` on `* * * * * *` runs `%s`. Measured over %d consecutive `tick` slots from 3 s after the "+
 			"leader began (its first, caught-up slot left out); the two databases ran at the same time, in their own processes, beside "+
-			"the idle leaders of the next section (started, and done starting, before these). Start lag: `job_runs.started_at` (the claim) minus the slot's time: median (range) of the slots, and "+
+			"the idle leaders of the next section (started, and done starting, before these). Start lag: `job_runs.started_at` (the start of the first attempt) minus the slot's time: median (range) of the slots, and "+
 			"the 99th percentile. Committed: the `slot succeeded` line minus the slot's time. Target: start lag p99 under 100 ms.",
 			insertHit, besideSlots),
 		[]string{"database", "start lag", "start lag p99", "committed p99", "slots with the 60 s job running"}, rows)
