@@ -255,7 +255,7 @@ func (l *Ledger) CompleteNew(ctx context.Context, f Fence, job string, slot, sta
 	slot = slot.UTC()
 	started = started.UTC()
 	var seen struct {
-		Term *int64
+		Term  *int64
 		NRows int64
 	}
 	if err := l.db.WithContext(ctx).Raw("SELECT (SELECT term FROM leader_terms WHERE scope = ?) AS term, (SELECT COUNT(*) FROM job_runs WHERE job = ? AND slot = ?) AS n_rows",
