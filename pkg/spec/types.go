@@ -11,6 +11,7 @@
 package spec
 
 import (
+	batchv1 "k8s.io/api/batch/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -26,7 +27,49 @@ type ScheduledJob struct {
 	// metadata.name is the job's name in the ledger: a DNS-1123 label.
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 	Spec              JobSpec `json:"spec"`
+	// Status is written by the leader only (a cluster's ScheduledJobs);
+	// a jobs file has none.
+	Status ScheduledJobStatus `json:"status,omitempty"`
 }
+
+// ScheduledJobList is a list of ScheduledJobs.
+type ScheduledJobList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ScheduledJob `json:"items"`
+}
+
+// ScheduledJobStatus is what the leader last saw of a job, from its ledger.
+type ScheduledJobStatus struct {
+	// ObservedGeneration is the spec's generation the status describes.
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// LastScheduleTime is the latest slot that started.
+	LastScheduleTime *metav1.Time `json:"lastScheduleTime,omitempty"`
+	// LastSuccessfulTime is the latest slot that succeeded.
+	LastSuccessfulTime *metav1.Time `json:"lastSuccessfulTime,omitempty"`
+	// NextScheduleTime is the next slot, unless suspended.
+	NextScheduleTime *metav1.Time `json:"nextScheduleTime,omitempty"`
+	// LastFailure is the message of the latest slot that failed for good
+	// (secrets redacted), and LastFailureTime that slot.
+	LastFailure     string       `json:"lastFailure,omitempty"`
+	LastFailureTime *metav1.Time `json:"lastFailureTime,omitempty"`
+	// LastTrigger is the last value of the leasecron.io/trigger annotation
+	// that ran a slot, and LastTriggerTime when.
+	LastTrigger     string       `json:"lastTrigger,omitempty"`
+	LastTriggerTime *metav1.Time `json:"lastTriggerTime,omitempty"`
+	// Conditions: Ready (False with a reason when the controller refuses
+	// the spec), Suspended, Failing.
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// Condition types and reasons of a ScheduledJob's status.
+const (
+	ConditionReady     = "Ready"
+	ConditionSuspended = "Suspended"
+	ConditionFailing   = "Failing"
+	// TriggerAnnotation: a new value runs one slot now, through the ledger.
+	TriggerAnnotation = "leasecron.io/trigger"
+)
 
 // JobSpec says when a job runs, how, and what it does: exactly one kind.
 type JobSpec struct {
@@ -56,6 +99,21 @@ type JobSpec struct {
 	HTTP *HTTP `json:"http,omitempty"`
 	// Command runs a program per slot, as a child of the leader.
 	Command *Command `json:"command,omitempty"`
+	// KubernetesJob creates one batch/v1 Job per slot.
+	KubernetesJob *KubernetesJob `json:"kubernetesJob,omitempty"`
+}
+
+// KubernetesJob is the kubernetesJob kind.
+type KubernetesJob struct {
+	// Template is the Job each slot creates, in the ScheduledJob's
+	// namespace, owned by it; the slot context is added to every
+	// container's env.
+	Template batchv1.JobTemplateSpec `json:"template"`
+	// SuccessfulJobsHistoryLimit is how many succeeded Jobs are kept.
+	// Default 3.
+	SuccessfulJobsHistoryLimit *int32 `json:"successfulJobsHistoryLimit,omitempty"`
+	// FailedJobsHistoryLimit is how many failed Jobs are kept. Default 1.
+	FailedJobsHistoryLimit *int32 `json:"failedJobsHistoryLimit,omitempty"`
 }
 
 // CatchUp bounds catch-up.
@@ -173,6 +231,9 @@ func (s *JobSpec) Kinds() []string {
 	}
 	if s.Command != nil {
 		k = append(k, "command")
+	}
+	if s.KubernetesJob != nil {
+		k = append(k, "kubernetesJob")
 	}
 	return k
 }
