@@ -86,32 +86,10 @@ func (w *jobsWatcher) check(ctx context.Context) {
 	w.last, w.bad = set.fileSum, [sha256.Size]byte{}
 	w.metrics.JobsFileErrors.Set(0)
 	w.metrics.JobsLoaded.Set(float64(len(set.defs)))
-	added, changed, removed := diff(before, set.defs)
+	added, changed, removed := jobs.Diff(before, set.defs)
 	for _, name := range removed {
 		w.metrics.Forget(name)
 	}
 	w.log.Info("jobs file applied", "file", w.opts.jobsFile, "jobs", len(set.defs),
 		"added", strings.Join(added, ","), "changed", strings.Join(changed, ","), "removed", strings.Join(removed, ","))
-}
-
-// diff names the jobs added, changed and removed from before to after.
-func diff(before, after []jobs.Definition) (added, changed, removed []string) {
-	old := map[string]jobs.Definition{}
-	for _, d := range before {
-		old[d.Name] = d
-	}
-	for _, d := range after {
-		o, ok := old[d.Name]
-		switch {
-		case !ok:
-			added = append(added, d.Name)
-		case o.Revision != d.Revision:
-			changed = append(changed, d.Name)
-		}
-		delete(old, d.Name)
-	}
-	for name := range old {
-		removed = append(removed, name)
-	}
-	return added, changed, removed
 }

@@ -197,6 +197,8 @@ type Metrics interface {
 	// JobStarted is called when leadership starts for a job, with its last
 	// succeeded slot as the ledger has it (zero if none).
 	JobStarted(job string, lastSuccess time.Time)
+	// SlotStarted is called once per slot, before its first attempt.
+	SlotStarted(job string, slot time.Time)
 	// Attempt is called after each attempt of a slot, with how long it took.
 	Attempt(job string, outcome Outcome, took time.Duration)
 	// SlotDone is called once per slot, with how it ended.
@@ -211,7 +213,31 @@ type Metrics interface {
 type noMetrics struct{}
 
 func (noMetrics) JobStarted(string, time.Time)           {}
+func (noMetrics) SlotStarted(string, time.Time)          {}
 func (noMetrics) Attempt(string, Outcome, time.Duration) {}
 func (noMetrics) SlotDone(string, Outcome, time.Time)    {}
 func (noMetrics) Missed(string, int)                     {}
 func (noMetrics) CaughtUp(string)                        {}
+
+// Diff names the jobs added, changed (another Revision) and removed from
+// before to after, as the log lines of a live change name them.
+func Diff(before, after []Definition) (added, changed, removed []string) {
+	old := map[string]Definition{}
+	for _, d := range before {
+		old[d.Name] = d
+	}
+	for _, d := range after {
+		o, ok := old[d.Name]
+		switch {
+		case !ok:
+			added = append(added, d.Name)
+		case o.Revision != d.Revision:
+			changed = append(changed, d.Name)
+		}
+		delete(old, d.Name)
+	}
+	for name := range old {
+		removed = append(removed, name)
+	}
+	return added, changed, removed
+}

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -285,4 +286,55 @@ func TestSetRefusesBadSets(t *testing.T) {
 	if defs := s.Definitions(); len(defs) != 1 || defs[0].Name != "a" {
 		t.Errorf("after refused sets the scheduler runs %v, want a alone", defs)
 	}
+}
+
+// Trigger runs an extra slot through the job's own loop and the ledger:
+// once (a second trigger of the same slot is skipped), even while the job
+// is suspended, and not at all on a process that does not lead.
+func TestTriggerRunsOneSlotThroughTheLedger(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
+		p := newProbe()
+		h := newHarness(t, db, p.Name(), p, "0 0 0 * * *", time.UTC, minute(12, 0), nil)
+		seed(t, db, p.Name(), minute(0, 0)) // today's slot ran: nothing to catch up
+		if err := h.sched.Trigger(p.Name(), minute(12, 0)); !errors.Is(err, ErrNotLeading) {
+			t.Fatalf("Trigger before leading = %v, want ErrNotLeading", err)
+		}
+		_, stop := h.lead(t)
+		awaitWaiting(t, h.clock)
+		extra := minute(12, 0).Add(7 * time.Second) // not a slot of the schedule
+		if err := h.sched.Trigger(p.Name(), extra); err != nil {
+			t.Fatal(err)
+		}
+		if got := p.next(t); !got.Equal(extra) {
+			t.Fatalf("triggered slot = %s, want %s", got, extra)
+		}
+		if err := h.sched.Trigger("nope", extra); err == nil {
+			t.Fatal("Trigger of an unknown job succeeded")
+		}
+		// Suspended: a trigger still runs; the same slot again is skipped.
+		d := def(t, p.Name(), "0 0 0 * * *", time.UTC, p)
+		d.Policy.Suspend = true
+		if err := h.sched.Set([]Definition{d}); err != nil {
+			t.Fatal(err)
+		}
+		second := extra.Add(time.Minute)
+		for _, slot := range []time.Time{extra, second} {
+			if err := h.sched.Trigger(p.Name(), slot); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := p.next(t); !got.Equal(second) {
+			t.Fatalf("after a repeated trigger the job ran %s, want only %s", got, second)
+		}
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		rs := runs(t, db, p.Name())
+		if len(rs) != 3 || !rs[1].Slot.Equal(extra) || !rs[2].Slot.Equal(second) || rs[1].Status != StatusSucceeded || rs[2].Status != StatusSucceeded {
+			t.Fatalf("ledger = %+v, want the seeded slot and the two triggered ones, succeeded", rs)
+		}
+		if n := len(p.started); n != 0 {
+			t.Fatalf("%d more slots ran", n)
+		}
+	})
 }

@@ -209,6 +209,53 @@ type jobLoop struct {
 	seen    int       // the gen the loop has acted on
 	removed bool
 	wake    chan struct{}
+	// triggers are slots asked for by Trigger, run before the next
+	// scheduled one.
+	triggers []time.Time
+}
+
+// nextTrigger takes the oldest slot asked for by Trigger, if any.
+func (jl *jobLoop) nextTrigger() (time.Time, bool) {
+	jl.mu.Lock()
+	defer jl.mu.Unlock()
+	if len(jl.triggers) == 0 {
+		return time.Time{}, false
+	}
+	t := jl.triggers[0]
+	jl.triggers = jl.triggers[1:]
+	return t, true
+}
+
+// ErrNotLeading means this process does not lead: Trigger has no loop to
+// run the slot in.
+var ErrNotLeading = errors.New("this process does not lead")
+
+// Trigger runs one slot of the job at slot through the ledger, in the job's
+// loop (after the slot it is running, before its next scheduled one, so the
+// job still never overlaps itself), even while the job is suspended. Like
+// any slot it runs once: a slot that already succeeded is skipped. It
+// returns ErrNotLeading unless this process leads.
+func (s *Scheduler) Trigger(name string, slot time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lead == nil {
+		return ErrNotLeading
+	}
+	jl, ok := s.lead.loops[name]
+	if !ok {
+		return fmt.Errorf("unknown job %q", name)
+	}
+	jl.mu.Lock()
+	removed := jl.removed
+	if !removed {
+		jl.triggers = append(jl.triggers, slot.UTC())
+	}
+	jl.mu.Unlock()
+	if removed {
+		return fmt.Errorf("unknown job %q", name)
+	}
+	jl.poke()
+	return nil
 }
 
 func (jl *jobLoop) state() (Definition, time.Time, int, bool) {
@@ -361,6 +408,12 @@ func (s *Scheduler) loop(ls *leadState, jl *jobLoop) error {
 		jl.mu.Lock()
 		jl.seen = gen
 		jl.mu.Unlock()
+		if slot, ok := jl.nextTrigger(); ok {
+			if err := s.runTriggered(ls, def, slot, log); err != nil {
+				return err
+			}
+			continue
+		}
 		sched, p := def.Schedule, def.Policy
 		now := s.opts.Clock.Now()
 		switch {
@@ -438,6 +491,21 @@ func (s *Scheduler) loop(ls *leadState, jl *jobLoop) error {
 		}
 		cursor = next
 	}
+}
+
+// runTriggered runs a slot asked for by Trigger; it returns an error only
+// when the leadership term moved on (ErrFenced).
+func (s *Scheduler) runTriggered(ls *leadState, def Definition, slot time.Time, log *slog.Logger) error {
+	log.Info("running a triggered slot", "slot", slot.UTC().Format(time.RFC3339))
+	_, err := s.runSlot(ls.work, ls.drain, ls.fence, def, slot, s.opts.Clock.Now().Add(def.Policy.Timeout))
+	switch {
+	case errors.Is(err, ErrFenced):
+		log.Error("leadership term moved on: stopping", "err", err)
+		return err
+	case err != nil:
+		log.Warn("triggered slot not run here", "slot", slot.UTC().Format(time.RFC3339), "err", err)
+	}
+	return nil
 }
 
 // sleep waits for fire (nil: forever), a change to the job, the end of
@@ -607,6 +675,7 @@ func (s *Scheduler) runSlot(ctx context.Context, drain <-chan struct{}, fence Fe
 	log := s.opts.Log.With("job", name, "slot", slot.UTC().Format(time.RFC3339))
 	backoff := p.RetryInitial
 	m := s.opts.Metrics
+	m.SlotStarted(name, slot)
 	for attempt := 1; ; attempt++ {
 		start := s.opts.Clock.Now()
 		outcome, err := s.attempt(ctx, fence, def, slot, attempt)

@@ -95,6 +95,7 @@ func (r *recorder) JobStarted(job string, last time.Time) {
 		r.last[job] = last
 	}
 }
+func (r *recorder) SlotStarted(job string, _ time.Time) { r.add("started/"+job, 1) }
 func (r *recorder) Attempt(job string, o Outcome, _ time.Duration) {
 	r.add("attempts/"+job+"/"+o.String(), 1)
 }

@@ -43,6 +43,7 @@ type Metrics struct {
 	Slots         *prometheus.CounterVec
 	Duration      *prometheus.HistogramVec
 	LastSuccess   *prometheus.GaugeVec
+	LastSchedule  *prometheus.GaugeVec
 	MissedSlots   *prometheus.CounterVec
 	CaughtUpSlots *prometheus.CounterVec
 	// JobsLoaded is how many jobs the controller runs; JobsFileErrors is 1
@@ -74,6 +75,9 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "leasecron_job_duration_seconds", Help: "Duration of one attempt of a slot, by job.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
 		}, []string{JobLabel}),
+		LastSchedule: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "leasecron_job_last_schedule_timestamp_seconds", Help: "Unix time of the last slot this process started, by job.",
+		}, []string{"scheduled_job"}),
 		LastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "leasecron_job_last_success_timestamp_seconds", Help: "Unix time of the last slot that succeeded, by job; read from the ledger when leadership starts.",
 		}, []string{JobLabel}),
@@ -90,7 +94,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "leasecron_jobs_file_invalid", Help: "1 while the jobs file's current content cannot be loaded (the last good set keeps running), else 0.",
 		}),
 	}
-	reg.MustRegister(m.Leader, m.Transitions, m.Runs, m.Slots, m.Duration, m.LastSuccess, m.MissedSlots, m.CaughtUpSlots, m.JobsLoaded, m.JobsFileErrors,
+	reg.MustRegister(m.Leader, m.Transitions, m.Runs, m.Slots, m.Duration, m.LastSuccess, m.LastSchedule, m.MissedSlots, m.CaughtUpSlots, m.JobsLoaded, m.JobsFileErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -109,6 +113,11 @@ func (m *Metrics) JobStarted(job string, last time.Time) {
 	if !last.IsZero() {
 		m.LastSuccess.WithLabelValues(job).Set(float64(last.Unix()))
 	}
+}
+
+// SlotStarted implements jobs.Metrics.
+func (m *Metrics) SlotStarted(job string, slot time.Time) {
+	m.LastSchedule.WithLabelValues(job).Set(float64(slot.Unix()))
 }
 
 // Attempt implements jobs.Metrics.
@@ -135,7 +144,7 @@ func (m *Metrics) CaughtUp(job string) { m.CaughtUpSlots.WithLabelValues(job).In
 
 // Forget deletes a removed job's series.
 func (m *Metrics) Forget(job string) {
-	for _, v := range []*prometheus.MetricVec{m.Runs.MetricVec, m.Slots.MetricVec, m.Duration.MetricVec, m.LastSuccess.MetricVec, m.MissedSlots.MetricVec, m.CaughtUpSlots.MetricVec} {
+	for _, v := range []*prometheus.MetricVec{m.Runs.MetricVec, m.Slots.MetricVec, m.Duration.MetricVec, m.LastSuccess.MetricVec, m.LastSchedule.MetricVec, m.MissedSlots.MetricVec, m.CaughtUpSlots.MetricVec} {
 		v.DeletePartialMatch(prometheus.Labels{JobLabel: job})
 	}
 }
