@@ -25,12 +25,18 @@ func catalog(allowCommands bool) *spec.Catalog {
 	return spec.NewCatalog(dailystats.Kind{}, sqljob.Kind{}, httpjob.Kind{}, commandjob.Kind{Allowed: allowCommands})
 }
 
+// catalog is the kinds these options allow.
+func (o *jobsOptions) catalog() *spec.Catalog { return catalog(o.allowCommands) }
+
 // jobsOptions say which jobs run, in which zone, with which defaults.
 type jobsOptions struct {
 	timezone      string
 	schedules     []string
 	jobsFile      string
 	allowCommands bool
+	// fromCluster: the cluster's ScheduledJobs are the jobs (run
+	// --jobs-source cluster); the flags add only what they name.
+	fromCluster bool
 	// policy defaults, set by commands that have the flags
 	defaults jobs.Policy
 	// log is where the jobs' work logs (a command's output).
@@ -76,7 +82,7 @@ func (o *jobsOptions) flagJobs() ([]spec.ScheduledJob, error) {
 		}
 		expr, given = e, true
 	}
-	if o.jobsFile != "" && !given {
+	if (o.jobsFile != "" || o.fromCluster) && !given {
 		return nil, nil
 	}
 	return []spec.ScheduledJob{dailystats.Spec(expr)}, nil
@@ -132,7 +138,7 @@ func (o *jobsOptions) load(dialect string) (*jobSet, error) {
 		}
 		list = append(fromFile, list...)
 	}
-	defs, err := catalog(o.allowCommands).Definitions(list, spec.Env{Location: loc, Defaults: o.defaults, Dialect: dialect, Log: o.log})
+	defs, err := o.catalog().Definitions(list, spec.Env{Location: loc, Defaults: o.defaults, Dialect: dialect, Log: o.log})
 	if err != nil {
 		return nil, usageError{o.explain(err)}
 	}

@@ -19,13 +19,16 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"gorm.io/gorm"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/leasecron/leasecron/internal/cluster"
 	"github.com/leasecron/leasecron/pkg/jobs"
 	"github.com/leasecron/leasecron/pkg/leader"
 	"github.com/leasecron/leasecron/pkg/metrics"
 	"github.com/leasecron/leasecron/pkg/model"
+	"github.com/leasecron/leasecron/pkg/spec"
 )
 
 const saNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -52,6 +55,7 @@ type runOptions struct {
 	shutdownGrace time.Duration
 	httpAddr      string
 	dbLostTimeout time.Duration
+	jobsSource    string
 }
 
 func (o *runOptions) addFlags(fs *pflag.FlagSet) {
@@ -72,6 +76,7 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.jobTimeout, "job-timeout", 10*time.Minute, "time limit of one attempt of a slot")
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace-period", 30*time.Second, "on SIGTERM, how long running slots may finish before the leader lets go")
 	fs.StringVar(&o.httpAddr, "http-addr", ":8080", "address of /healthz, /readyz and /metrics (port 0 picks a free port)")
+	fs.StringVar(&o.jobsSource, "jobs-source", "file", "where the jobs come from: file (--jobs-file, or the built-in daily-stats job) or cluster (the ScheduledJob objects in the Lease's namespace, watched; lease mode only; --schedule adds daily-stats)")
 	fs.IntVar(&o.db.maxConns, "database-max-connections", model.DefaultMaxConns, "how many connections the jobs may hold at once (work in the ledger's transaction holds one while it runs; the rest wait for one); the leader's own checks use 2 more")
 	fs.DurationVar(&o.dbLostTimeout, "database-lost-timeout", time.Minute, "a leader that cannot begin its term or reach the database for this long lets go, so a replica that can reach it leads: exit 1 in lease mode, release the lock and wait in filelock mode")
 }
@@ -215,6 +220,16 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 	if o.catchUpLimit < 0 {
 		return usagef("--catch-up-limit must be 0 or more (got %d)", o.catchUpLimit)
 	}
+	switch o.jobsSource {
+	case "file":
+	case "cluster":
+		if o.jobs.jobsFile != "" {
+			return usagef("--jobs-source cluster and --jobs-file are both set: the jobs come from the cluster's ScheduledJobs or from a file, not both")
+		}
+		o.jobs.fromCluster = true
+	default:
+		return usagef("--jobs-source %q is not valid: use file or cluster", o.jobsSource)
+	}
 	if o.db.maxConns < 1 {
 		return usagef("--database-max-connections must be 1 or more (got %d)", o.db.maxConns)
 	}
@@ -235,6 +250,9 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 		return err
 	}
 	o.mode = plan.mode
+	if o.jobs.fromCluster && o.mode != "lease" {
+		return usagef("--jobs-source cluster needs lease mode (a cluster): give --mode lease with --kubeconfig, or run in a cluster")
+	}
 	identity := o.identityOrDefault()
 	log = log.With("identity", identity)
 	if o.mode == "filelock" && os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
@@ -272,12 +290,36 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 		return err
 	}
 
-	sched, err := jobs.New(db, identity, set.defs, jobs.Options{ShutdownGrace: o.shutdownGrace, Log: log, Metrics: m})
+	var observed jobs.Metrics = m
+	onLead := m.OnLead
+	var src *cluster.Source
+	if o.jobs.fromCluster {
+		if src, err = o.clusterSource(ctx, plan, dsn, set, db, m, log); err != nil {
+			return err
+		}
+		observed = src.Observe(m)
+		onLead = func(leading bool) { m.OnLead(leading); src.OnLead(leading) }
+	}
+	sched, err := jobs.New(db, identity, set.defs, jobs.Options{ShutdownGrace: o.shutdownGrace, Log: log, Metrics: observed})
 	if err != nil {
 		return err
 	}
 	m.JobsLoaded.Set(float64(len(set.defs)))
 	log.Info("jobs loaded", "jobs", len(set.defs), "names", set.names())
+	if src != nil {
+		// The cluster's jobs are in the set before this process campaigns:
+		// a new leader catches up their missed slots as it does a file's.
+		ready, failed := make(chan struct{}), make(chan error, 1)
+		go func() { failed <- src.Run(ctx, sched, ready) }()
+		select {
+		case <-ready:
+		case err := <-failed:
+			log.Error("exiting: cannot watch ScheduledJobs", "err", err)
+			return errReported
+		case <-ctx.Done():
+			return nil
+		}
+	}
 	if o.jobs.jobsFile != "" {
 		w := &jobsWatcher{opts: &o.jobs, dialect: dsn.Dialect, sched: sched, db: db, last: set.fileSum, metrics: m, log: log, scrub: dsn.Scrub}
 		go w.watch(ctx, jobsFilePoll)
@@ -298,7 +340,7 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 
 	ro := jobs.RunOptions{
 		DatabaseLostTimeout: o.dbLostTimeout, Scrub: dsn.Scrub,
-		OnLead: m.OnLead, Control: control,
+		OnLead: onLead, Control: control,
 	}
 	if o.mode == "filelock" {
 		ro.Rejoin = filelockRejoin // release the lock and wait; a Pod restarts instead
@@ -317,6 +359,30 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 	}
 	log.Info("shut down")
 	return nil
+}
+
+// clusterSource checks that the namespace's ScheduledJobs can be read and
+// returns their source, its jobs built as a jobs file's are.
+func (o *runOptions) clusterSource(ctx context.Context, plan electorPlan, dsn model.DSN, set *jobSet, db *gorm.DB, m *metrics.Metrics, log *slog.Logger) (*cluster.Source, error) {
+	cfg := rest.CopyConfig(plan.rest)
+	cfg.QPS, cfg.Burst = 50, 100 // the source limits its own writes (cluster.Options.StatusQPS)
+	client, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, usagef("cannot build a Kubernetes client: %v", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := cluster.Check(cctx, client, plan.namespace); err != nil {
+		log.Error("exiting", "err", err)
+		return nil, errReported
+	}
+	return cluster.New(cluster.Options{
+		Client: client, Namespace: plan.namespace,
+		Catalog: o.jobs.catalog(),
+		Env:     spec.Env{Location: set.loc, Defaults: o.jobs.defaults, Dialect: dsn.Dialect, Log: log},
+		Static:  set.defs, DB: db, Log: log, Scrub: dsn.Scrub,
+		OnApplied: func(n int) { m.JobsLoaded.Set(float64(n)) },
+	})
 }
 
 // controlConns is the size of the pool for the leader's own statements.
