@@ -1,0 +1,358 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	"sigs.k8s.io/yaml"
+
+	"gorm.io/gorm"
+
+	"github.com/leasecron/leasecron/internal/testenv"
+	"github.com/leasecron/leasecron/internal/testenv/enginetest"
+	"github.com/leasecron/leasecron/internal/testenv/kube"
+	"github.com/leasecron/leasecron/pkg/jobs"
+	"github.com/leasecron/leasecron/pkg/spec"
+	"github.com/leasecron/leasecron/pkg/sqljob"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// crdFile is the chart's CRD: the one users install.
+func crdFile(t *testing.T) string {
+	_, here, _, _ := runtime.Caller(0)
+	p := filepath.Join(filepath.Dir(here), "..", "..", "charts", "leasecron", "crds", "leasecron.io_scheduledjobs.yaml")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("the chart's CRD: %v (run make generate)", err)
+	}
+	return p
+}
+
+var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+var nsResource = schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
+
+// env is a control plane with the CRD, a namespace, and a ledger.
+type env struct {
+	client dynamic.Interface
+	ns     string
+	db     *gorm.DB
+	sched  *jobs.Scheduler
+	src    *Source
+	fence  jobs.Fence
+}
+
+func start(t *testing.T, tune func(*Options)) *env {
+	t.Helper()
+	cp := kube.Start(t, kube.Options{})
+	client, err := dynamic.NewForConfig(cp.AdminConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	b, err := os.ReadFile(crdFile(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	crd := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal(b, &crd.Object); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Resource(crdResource).Create(ctx, crd, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	await(t, "the CRD to be established", func() bool {
+		u, err := client.Resource(crdResource).Get(ctx, crd.GetName(), metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		for _, c := range conds {
+			m, _ := c.(map[string]any)
+			if m["type"] == "Established" && m["status"] == "True" {
+				return true
+			}
+		}
+		return false
+	})
+	ns := "jobs"
+	nsObj := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}}}
+	if _, err := client.Resource(nsResource).Create(ctx, nsObj, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	await(t, "the ScheduledJob resource to be served", func() bool { return Check(ctx, client, ns) == nil })
+
+	db := enginetest.OpenDB(t, "sqlite")
+	if err := db.Exec("CREATE TABLE counters (name VARCHAR(64) PRIMARY KEY, n INTEGER NOT NULL)").Error; err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	o := Options{
+		Client: client, Namespace: ns, Catalog: spec.NewCatalog(sqljob.Kind{}),
+		Env: spec.Env{Location: time.UTC, Dialect: "sqlite", Log: log}, DB: db, Log: log,
+		StatusEvery: 100 * time.Millisecond, StatusMinInterval: 500 * time.Millisecond,
+	}
+	if tune != nil {
+		tune(&o)
+	}
+	src, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sched, err := jobs.New(db, "leader", nil, jobs.Options{Log: log, Metrics: src.Observe(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{client: client, ns: ns, db: db, sched: sched, src: src}
+	runCtx, stop := context.WithCancel(ctx)
+	ready, done := make(chan struct{}), make(chan error, 1)
+	go func() { done <- src.Run(runCtx, sched, ready) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Source.Run: %v", err)
+		}
+	})
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Source.Run: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the source never listed the ScheduledJobs")
+	}
+	return e
+}
+
+// lead makes the scheduler lead (a term, Lead) and tells the source.
+func (e *env) lead(t *testing.T) {
+	t.Helper()
+	f, err := e.sched.Ledger().BeginTerm(context.Background(), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.fence = f
+	ctx, stop := context.WithCancel(context.Background())
+	drain := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- e.sched.Lead(ctx, drain, f) }()
+	e.src.OnLead(true)
+	t.Cleanup(func() {
+		e.src.OnLead(false)
+		close(drain)
+		if err := <-done; err != nil {
+			t.Errorf("Lead: %v", err)
+		}
+		stop()
+	})
+}
+
+func await(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond) // polling a condition
+	}
+}
+
+func (e *env) res() dynamic.ResourceInterface { return e.client.Resource(Resource).Namespace(e.ns) }
+
+// apply creates or replaces a ScheduledJob from YAML.
+func (e *env) apply(t *testing.T, doc string) {
+	t.Helper()
+	u := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	cur, err := e.res().Get(ctx, u.GetName(), metav1.GetOptions{})
+	if err == nil {
+		u.SetResourceVersion(cur.GetResourceVersion())
+		_, err = e.res().Update(ctx, u, metav1.UpdateOptions{})
+	} else {
+		_, err = e.res().Create(ctx, u, metav1.CreateOptions{})
+	}
+	if err != nil {
+		t.Fatalf("apply %s: %v", u.GetName(), err)
+	}
+}
+
+func (e *env) get(t *testing.T, name string) *spec.ScheduledJob {
+	t.Helper()
+	u, err := e.res().Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sj := &spec.ScheduledJob{}
+	if err := fromUnstructured(u, sj); err != nil {
+		t.Fatal(err)
+	}
+	return sj
+}
+
+func (e *env) patch(t *testing.T, name, mergePatch string) {
+	t.Helper()
+	if _, err := e.res().Patch(context.Background(), name, types.MergePatchType, []byte(mergePatch), metav1.PatchOptions{}); err != nil {
+		t.Fatalf("patch %s: %v", name, err)
+	}
+}
+
+func (e *env) counter(t *testing.T, name string) int {
+	t.Helper()
+	var n int
+	if err := e.db.Raw("SELECT n FROM counters WHERE name = ?", name).Scan(&n).Error; err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func (e *env) succeeded(t *testing.T, job string) []jobs.JobRun {
+	t.Helper()
+	var rs []jobs.JobRun
+	for _, r := range enginetest.Rows(t, e.db, job) {
+		if r.Status == jobs.StatusSucceeded {
+			rs = append(rs, r)
+		}
+	}
+	return rs
+}
+
+func counterJob(name, schedule string, extra string) string {
+	return fmt.Sprintf(`apiVersion: leasecron.io/v1alpha1
+kind: ScheduledJob
+metadata:
+  name: %s
+spec:
+  schedule: %q
+%s  sql:
+    statements:
+      - INSERT INTO counters (name, n) VALUES ('%s', 0) ON CONFLICT (name) DO NOTHING
+      - UPDATE counters SET n = n + 1 WHERE name = '%s'
+`, name, schedule, extra, name, name)
+}
+
+func condition(sj *spec.ScheduledJob, typ string) (metav1.Condition, bool) {
+	for _, c := range sj.Status.Conditions {
+		if c.Type == typ {
+			return c, true
+		}
+	}
+	return metav1.Condition{}, false
+}
+
+// The whole life of a ScheduledJob on the leader: it runs once per slot
+// (a counter that is not idempotent equals the succeeded slots), its status
+// follows the ledger, suspend stops it within a second, a trigger runs one
+// slot now, a refused spec is reported and runs nothing while the other
+// job runs on, and a deleted object stops its job.
+func TestScheduledJobsRunAndReport(t *testing.T) {
+	e := start(t, nil)
+	e.lead(t)
+	e.apply(t, counterJob("tick", "* * * * * *", ""))
+
+	await(t, "tick's status to show a success", func() bool {
+		st := e.get(t, "tick").Status
+		return st.LastSuccessfulTime != nil && st.NextScheduleTime != nil && st.ObservedGeneration == 1
+	})
+	sj := e.get(t, "tick")
+	if c, ok := condition(sj, spec.ConditionReady); !ok || c.Status != metav1.ConditionTrue {
+		t.Fatalf("Ready = %+v, want True", c)
+	}
+	if c, ok := condition(sj, spec.ConditionSuspended); !ok || c.Status != metav1.ConditionFalse {
+		t.Fatalf("Suspended = %+v, want False", c)
+	}
+
+	// A refused spec: Ready=False with the reason and an Event; tick runs on.
+	e.apply(t, `apiVersion: leasecron.io/v1alpha1
+kind: ScheduledJob
+metadata:
+  name: broken
+spec:
+  schedule: "* * * * * *"
+  sql:
+    statements: ["UPDATE counters SET n = n + 1 WHERE name = @nope"]
+`)
+	await(t, "broken's Ready=False", func() bool {
+		c, ok := condition(e.get(t, "broken"), spec.ConditionReady)
+		return ok && c.Status == metav1.ConditionFalse && c.Reason == "Refused" && strings.Contains(c.Message, "@nope")
+	})
+	await(t, "an Event about broken", func() bool {
+		evs, err := e.client.Resource(eventsResource).Namespace(e.ns).List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			return false
+		}
+		for _, u := range evs.Items {
+			var ev corev1.Event
+			if fromUnstructured(&u, &ev) == nil && ev.InvolvedObject.Name == "broken" && ev.Type == corev1.EventTypeWarning && strings.Contains(ev.Message, "@nope") {
+				return true
+			}
+		}
+		return false
+	})
+	if rs := enginetest.Rows(t, e.db, "broken"); len(rs) != 0 {
+		t.Fatalf("a refused job ran: %+v", rs)
+	}
+
+	// Suspend: no slot starts more than a second after the change.
+	e.patch(t, "tick", `{"spec":{"suspend":true}}`)
+	suspendedAt := time.Now()
+	await(t, "tick's Suspended=True", func() bool {
+		sj := e.get(t, "tick")
+		c, ok := condition(sj, spec.ConditionSuspended)
+		return ok && c.Status == metav1.ConditionTrue && sj.Status.NextScheduleTime == nil && sj.Status.ObservedGeneration == 2
+	})
+	settled := len(e.succeeded(t, "tick"))
+	for _, r := range e.succeeded(t, "tick") {
+		if r.Slot.After(suspendedAt.Add(time.Second)) {
+			t.Fatalf("slot %s ran after the suspend at %s", r.Slot, suspendedAt)
+		}
+	}
+
+	// Trigger: one slot now, through the ledger, recorded in the status.
+	e.patch(t, "tick", `{"metadata":{"annotations":{"leasecron.io/trigger":"first"}}}`)
+	await(t, "the triggered slot", func() bool { return len(e.succeeded(t, "tick")) == settled+1 })
+	await(t, "the trigger in the status", func() bool {
+		st := e.get(t, "tick").Status
+		return st.LastTrigger == "first" && st.LastTriggerTime != nil
+	})
+	st := e.get(t, "tick").Status
+	rs := e.succeeded(t, "tick")
+	if last := rs[len(rs)-1]; !last.Slot.Equal(st.LastTriggerTime.Time) {
+		t.Fatalf("triggered slot %s, status says %s", last.Slot, st.LastTriggerTime)
+	}
+	if n, runs := e.counter(t, "tick"), len(e.succeeded(t, "tick")); n != runs {
+		t.Fatalf("counter = %d, succeeded slots = %d: a slot ran twice or not at all", n, runs)
+	}
+	await(t, "the status to match the ledger", func() bool {
+		st := e.get(t, "tick").Status
+		rs := e.succeeded(t, "tick")
+		return st.LastSuccessfulTime != nil && st.LastSuccessfulTime.Time.Equal(rs[len(rs)-1].Slot)
+	})
+
+	// Delete: the job leaves the scheduler.
+	if err := e.res().Delete(context.Background(), "tick", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	await(t, "tick to leave the job set", func() bool {
+		for _, d := range e.sched.Definitions() {
+			if d.Name == "tick" {
+				return false
+			}
+		}
+		return true
+	})
+}
