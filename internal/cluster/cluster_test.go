@@ -98,7 +98,7 @@ func start(t *testing.T, tune func(*Options)) *env {
 	if err := db.Exec("CREATE TABLE counters (name VARCHAR(64) PRIMARY KEY, n INTEGER NOT NULL)").Error; err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	o := Options{
 		Client: client, Namespace: ns, Catalog: spec.NewCatalog(sqljob.Kind{}),
 		Env: spec.Env{Location: time.UTC, Dialect: "sqlite", Log: log}, DB: db, Log: log,

@@ -36,9 +36,11 @@ type Slot struct {
 	Term int64
 }
 
-// SlotKey is the idempotency key of job's slot.
+// SlotKey is the idempotency key of job's slot: <job>@<slot, RFC 3339 UTC>.
+// A slot of a schedule is a whole second and has no fraction; a triggered
+// slot (Scheduler.Trigger) may have one, so its key is its own.
 func SlotKey(job string, slot time.Time) string {
-	return job + "@" + slot.UTC().Format(time.RFC3339)
+	return job + "@" + slot.UTC().Format(time.RFC3339Nano)
 }
 
 // TxJob is work in the ledger's database. RunTx receives the transaction that

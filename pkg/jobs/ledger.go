@@ -193,7 +193,7 @@ func (l *Ledger) Claim(ctx context.Context, f Fence, job string, slot time.Time)
 		}).Error
 	})
 	if err != nil {
-		return false, fmt.Errorf("claim %s slot %s: %w", job, slot.Format(time.RFC3339), err)
+		return false, fmt.Errorf("claim %s slot %s: %w", job, slot.Format(time.RFC3339Nano), err)
 	}
 	return done, nil
 }
@@ -228,7 +228,7 @@ func (l *Ledger) Complete(ctx context.Context, f Fence, job string, slot time.Ti
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("run %s slot %s: %w", job, slot.Format(time.RFC3339), err)
+		return fmt.Errorf("run %s slot %s: %w", job, slot.Format(time.RFC3339Nano), err)
 	}
 	return nil
 }
@@ -260,11 +260,11 @@ func (l *Ledger) CompleteNew(ctx context.Context, f Fence, job string, slot, sta
 	}
 	if err := l.db.WithContext(ctx).Raw("SELECT (SELECT term FROM leader_terms WHERE scope = ?) AS term, (SELECT COUNT(*) FROM job_runs WHERE job = ? AND slot = ?) AS n_rows",
 		f.Scope, job, slot).Scan(&seen).Error; err != nil {
-		return fmt.Errorf("run %s slot %s: read ledger: %w", job, slot.Format(time.RFC3339), err)
+		return fmt.Errorf("run %s slot %s: read ledger: %w", job, slot.Format(time.RFC3339Nano), err)
 	}
 	switch {
 	case !f.Manual() && (seen.Term == nil || *seen.Term != f.Term):
-		return fmt.Errorf("run %s slot %s: %w (ours %d)", job, slot.Format(time.RFC3339), ErrFenced, f.Term)
+		return fmt.Errorf("run %s slot %s: %w (ours %d)", job, slot.Format(time.RFC3339Nano), ErrFenced, f.Term)
 	case seen.NRows > 0:
 		return errSlotHasRow
 	}
@@ -286,7 +286,7 @@ func (l *Ledger) CompleteNew(ctx context.Context, f Fence, job string, slot, sta
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("run %s slot %s: %w", job, slot.Format(time.RFC3339), err)
+		return fmt.Errorf("run %s slot %s: %w", job, slot.Format(time.RFC3339Nano), err)
 	}
 	return nil
 }
@@ -314,7 +314,7 @@ func (l *Ledger) Fail(ctx context.Context, f Fence, job string, slot time.Time, 
 		return tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&run).Error
 	})
 	if err != nil {
-		return fmt.Errorf("mark %s slot %s failed: %w", job, slot.Format(time.RFC3339), err)
+		return fmt.Errorf("mark %s slot %s failed: %w", job, slot.Format(time.RFC3339Nano), err)
 	}
 	return nil
 }
@@ -377,7 +377,7 @@ func (l *Ledger) CompleteBatch(ctx context.Context, f Fence, job string, slots [
 		have := make(map[int64]bool, len(rows))
 		for _, r := range rows {
 			if r.Status != StatusSucceeded {
-				return fmt.Errorf("%w: %s is %s", errBatchNeedsSlotPath, r.Slot.UTC().Format(time.RFC3339), r.Status)
+				return fmt.Errorf("%w: %s is %s", errBatchNeedsSlotPath, r.Slot.UTC().Format(time.RFC3339Nano), r.Status)
 			}
 			have[r.Slot.UTC().UnixNano()] = true
 		}
@@ -410,7 +410,7 @@ func (l *Ledger) CompleteBatch(ctx context.Context, f Fence, job string, slots [
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("run %s slots %s to %s: %w", job, utc[0].Format(time.RFC3339), utc[len(utc)-1].Format(time.RFC3339), err)
+		return nil, fmt.Errorf("run %s slots %s to %s: %w", job, utc[0].Format(time.RFC3339Nano), utc[len(utc)-1].Format(time.RFC3339Nano), err)
 	}
 	return done, nil
 }

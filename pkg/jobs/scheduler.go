@@ -496,14 +496,14 @@ func (s *Scheduler) loop(ls *leadState, jl *jobLoop) error {
 // runTriggered runs a slot asked for by Trigger; it returns an error only
 // when the leadership term moved on (ErrFenced).
 func (s *Scheduler) runTriggered(ls *leadState, def Definition, slot time.Time, log *slog.Logger) error {
-	log.Info("running a triggered slot", "slot", slot.UTC().Format(time.RFC3339))
+	log.Info("running a triggered slot", "slot", slot.UTC().Format(time.RFC3339Nano))
 	_, err := s.runSlot(ls.work, ls.drain, ls.fence, def, slot, s.opts.Clock.Now().Add(def.Policy.Timeout))
 	switch {
 	case errors.Is(err, ErrFenced):
 		log.Error("leadership term moved on: stopping", "err", err)
 		return err
 	case err != nil:
-		log.Warn("triggered slot not run here", "slot", slot.UTC().Format(time.RFC3339), "err", err)
+		log.Warn("triggered slot not run here", "slot", slot.UTC().Format(time.RFC3339Nano), "err", err)
 	}
 	return nil
 }
@@ -672,7 +672,7 @@ func (s *Scheduler) RunSlot(ctx context.Context, fence Fence, name string, slot,
 
 func (s *Scheduler) runSlot(ctx context.Context, drain <-chan struct{}, fence Fence, def Definition, slot, deadline time.Time) (Outcome, error) {
 	name, p := def.Name, def.Policy
-	log := s.opts.Log.With("job", name, "slot", slot.UTC().Format(time.RFC3339))
+	log := s.opts.Log.With("job", name, "slot", slot.UTC().Format(time.RFC3339Nano))
 	backoff := p.RetryInitial
 	m := s.opts.Metrics
 	m.SlotStarted(name, slot)
