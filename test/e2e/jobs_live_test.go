@@ -16,8 +16,8 @@ import (
 	"github.com/leasecron/leasecron/pkg/jobs"
 )
 
-// testJobsLive: the chart's `jobs` edited with `helm upgrade` reach the
-// running controllers without a restart. The release runs only its own jobs
+// testJobsLive: the chart's `jobs.items`, from a file (jobs.source=file),
+// edited with `helm upgrade` reach the running controllers without a restart. The release runs only its own jobs
 // (schedules: {daily-stats: null}), per-second http jobs to a receiver of
 // the test's. The upgrade removes hook-a, adds hook-b and changes hook-c's
 // body; only the jobs ConfigMap changes, the pod runner refreshes the
@@ -43,7 +43,7 @@ func testJobsLive(t *testing.T, c *cluster) {
 	after := []any{job("hook-b", "b {{.Key}}"), job("hook-c", "c2 {{.Key}}")}
 	r := c.install(t, "jobs-live", 2, "", map[string]any{
 		"schedules": map[string]any{"daily-stats": nil}, // only the jobs below
-		"jobs":      before,
+		"jobs":      map[string]any{"source": "file", "items": before},
 	})
 	ctx := context.Background()
 	leader := r.waitLeader(t, "", 30*time.Second)
@@ -72,7 +72,7 @@ func testJobsLive(t *testing.T, c *cluster) {
 
 	upgraded := time.Now()
 	c.mustTool(t, c.helm, "upgrade", r.name, chartDir(), "-n", r.ns, "--reuse-values",
-		"-f", r.values(map[string]any{"jobs": after}), "--wait", "--timeout", "1m")
+		"-f", r.values(map[string]any{"jobs": map[string]any{"source": "file", "items": after}}), "--wait", "--timeout", "1m")
 
 	// (c) Both controllers apply the new file: hook-b added, hook-c changed,
 	// hook-a removed.
