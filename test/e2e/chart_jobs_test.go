@@ -237,11 +237,18 @@ func TestChartJobsRender(t *testing.T) {
 	if cm2.Data["jobs.yaml"] == file {
 		t.Fatal("editing the jobs did not change jobs.yaml")
 	}
-	var dep2 appsv1.Deployment
-	renderedOne(t, editedObjs, "Deployment", &dep2)
-	if !reflect.DeepEqual(dep.Spec.Template, dep2.Spec.Template) {
+	wantSamePodTemplate(t, &dep, editedObjs)
+}
+
+// wantSamePodTemplate fails if the Deployment rendered in objs has another Pod
+// template than dep: editing the jobs must restart no Pod.
+func wantSamePodTemplate(t *testing.T, dep *appsv1.Deployment, objs []map[string]any) {
+	t.Helper()
+	var edited appsv1.Deployment
+	renderedOne(t, objs, "Deployment", &edited)
+	if !reflect.DeepEqual(dep.Spec.Template, edited.Spec.Template) {
 		a, _ := json.MarshalIndent(dep.Spec.Template, "", "  ")
-		b, _ := json.MarshalIndent(dep2.Spec.Template, "", "  ")
+		b, _ := json.MarshalIndent(edited.Spec.Template, "", "  ")
 		t.Errorf("editing the jobs changed the Pod template, which restarts every Pod:\nbefore: %s\nafter: %s", a, b)
 	}
 }

@@ -37,13 +37,7 @@ import (
 func testJobsCluster(t *testing.T, c *cluster) {
 	began := time.Now()
 	rc := testenv.NewReceiver(t, nil)
-	job := func(name string) map[string]any {
-		return map[string]any{"name": name, "spec": map[string]any{
-			"schedule": everySecond,
-			"http":     map[string]any{"url": rc.URL() + "/" + name, "body": name + " {{.Key}}"},
-		}}
-	}
-	items := []any{job("hook-a"), job("hook-b")}
+	items := []any{httpJob(rc, "hook-a", "a {{.Key}}"), httpJob(rc, "hook-b", "b {{.Key}}")}
 	r := c.install(t, "jobs-cluster", 2, "", map[string]any{
 		"schedules": map[string]any{"daily-stats": nil}, // only the ScheduledJobs
 		"jobs":      map[string]any{"items": items},     // source: the default, cluster
@@ -92,7 +86,7 @@ func testJobsCluster(t *testing.T, c *cluster) {
 	// kubectl apply adds one more, which runs beside the chart's.
 	manifest := filepath.Join(t.TempDir(), "hook-c.json")
 	b, err := json.Marshal(map[string]any{"apiVersion": spec.APIVersion, "kind": spec.KindName,
-		"metadata": map[string]any{"name": "hook-c"}, "spec": job("hook-c")["spec"]})
+		"metadata": map[string]any{"name": "hook-c"}, "spec": httpJob(rc, "hook-c", "c {{.Key}}")["spec"]})
 	if err != nil {
 		t.Fatal(err)
 	}

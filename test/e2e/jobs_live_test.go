@@ -17,9 +17,9 @@ import (
 )
 
 // testJobsLive: the chart's `jobs.items`, from a file (jobs.source=file),
-// edited with `helm upgrade` reach the running controllers without a restart. The release runs only its own jobs
-// (schedules: {daily-stats: null}), per-second http jobs to a receiver of
-// the test's. The upgrade removes hook-a, adds hook-b and changes hook-c's
+// edited with `helm upgrade` reach the running controllers without a
+// restart. The release runs only its own jobs (schedules: {daily-stats:
+// null}), per-second http jobs to a receiver of the test's. The upgrade removes hook-a, adds hook-b and changes hook-c's
 // body; only the jobs ConfigMap changes, the pod runner refreshes the
 // mounted file as a kubelet does, and each controller applies it.
 //
@@ -33,14 +33,8 @@ import (
 func testJobsLive(t *testing.T, c *cluster) {
 	began := time.Now()
 	rc := testenv.NewReceiver(t, nil)
-	job := func(name, body string) map[string]any {
-		return map[string]any{"name": name, "spec": map[string]any{
-			"schedule": everySecond,
-			"http":     map[string]any{"url": rc.URL() + "/" + name, "body": body},
-		}}
-	}
-	before := []any{job("hook-a", "a {{.Key}}"), job("hook-c", "c1 {{.Key}}")}
-	after := []any{job("hook-b", "b {{.Key}}"), job("hook-c", "c2 {{.Key}}")}
+	before := []any{httpJob(rc, "hook-a", "a {{.Key}}"), httpJob(rc, "hook-c", "c1 {{.Key}}")}
+	after := []any{httpJob(rc, "hook-b", "b {{.Key}}"), httpJob(rc, "hook-c", "c2 {{.Key}}")}
 	r := c.install(t, "jobs-live", 2, "", map[string]any{
 		"schedules": map[string]any{"daily-stats": nil}, // only the jobs below
 		"jobs":      map[string]any{"source": "file", "items": before},
@@ -226,6 +220,15 @@ func testJobsLive(t *testing.T, c *cluster) {
 	}
 	r.mu.Unlock()
 	r.checkObserved(t)
+}
+
+// httpJob is a jobs.items item: a per-second http job called name that
+// posts body to the receiver's /name.
+func httpJob(rc *testenv.Receiver, name, body string) map[string]any {
+	return map[string]any{"name": name, "spec": map[string]any{
+		"schedule": everySecond,
+		"http":     map[string]any{"url": rc.URL() + "/" + name, "body": body},
+	}}
 }
 
 // keySlot is the slot of an Idempotency-Key "<job>@<RFC 3339>".
