@@ -40,7 +40,7 @@ func zoneRule(zones []string) map[string]any {
 	}
 	return map[string]any{
 		"rule":              "self == '' || self in [" + strings.Join(quoted, ", ") + "]",
-		"messageExpression": `'"' + self + '" is not a known time zone: use an IANA name such as UTC or Europe/Berlin'`,
+		"message": "not a time zone the controller knows: use an IANA name such as UTC or Europe/Berlin",
 	}
 }
 
@@ -49,16 +49,16 @@ func zoneRule(zones []string) map[string]any {
 func scheduleRule() map[string]any {
 	return map[string]any{
 		"rule": "self.matches(r'" + scheduleRegexp() + "')",
-		"messageExpression": `'"' + self + '" is not a schedule: give cron fields (minute hour day-of-month month day-of-week, ` +
-			`with seconds first if 6) with values in range, such as "0 5 * * *", or @yearly, @annually, @monthly, @weekly, ` +
-			`@daily, @midnight, @hourly or @every with a duration, such as @every 1h'`,
+		"message": "not a schedule: give 5 cron fields (minute hour day-of-month month day-of-week) with values in range, " +
+			"or 6 with seconds first, such as \"0 5 * * *\"; or @yearly, @annually, @monthly, @weekly, @daily, @midnight, " +
+			"@hourly, or @every with a duration such as @every 1h",
 	}
 }
 
 // The parts of the schedule's grammar, as robfig/cron v3 (with the options
 // jobs.ParseSchedule gives it) reads an expression after strings.TrimSpace:
 // fields split by strings.Fields; a field is items split by commas (empty
-// items dropped); an item is "*" or "?" (anything after a "-" ignored) or a
+// items dropped, none at all allowed); an item is "*" or "?" (anything after a "-" ignored) or a
 // value or range of values, with an optional "/step"; a value is a name
 // (month and day-of-week fields, any case) or what strconv.Atoi reads (a
 // "+", leading zeros); a step is 1 or more. What a regular expression cannot
@@ -94,7 +94,9 @@ func field(digits, names string) string {
 		value = `(?:` + value + `|(?i:` + names + `))`
 	}
 	item := `(?:[*?](?:-` + rest + `)?|` + value + `(?:-` + value + `)?)(?:/` + step + `)?`
-	return `,*` + item + `(?:,+` + item + `)*,*`
+	// Only commas is a field too: no value (so the day fields' other one
+	// decides, as for "?").
+	return `(?:,+|,*` + item + `(?:,+` + item + `)*,*)`
 }
 
 // scheduleRegexp is the expression of a schedule: 5 fields or 6 (seconds

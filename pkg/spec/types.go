@@ -23,12 +23,6 @@ const (
 
 // ScheduledJob is one job.
 //
-// The CRD (charts/leasecron/crds) is generated from these types by `make
-// generate`: controller-gen reads the markers, and hack/crdgen adds what
-// markers cannot carry (the zone list, the schedule's grammar). The schema
-// refuses what it can of what the loader refuses, and never what the
-// controller runs.
-//
 // +kubebuilder:object:generate=true
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
@@ -279,11 +273,10 @@ type Command struct {
 // own environment.
 //
 // +kubebuilder:object:generate=true
-// +kubebuilder:validation:XValidation:rule="[has(self.value) && self.value.size() > 0, has(self.file) && self.file.size() > 0, has(self.env) && self.env.size() > 0].filter(s, s).size() <= 1",message="set at most one of value, file (a mounted Secret's path) and env (a variable of the controller's environment)"
+// +kubebuilder:validation:XValidation:rule="(has(self.value) && self.value.size() > 0 ? 1 : 0) + (has(self.file) && self.file.size() > 0 ? 1 : 0) + (has(self.env) && self.env.size() > 0 ? 1 : 0) <= 1",message="set at most one of value, file (a mounted Secret's path) and env (a variable of the controller's environment)"
 type EnvVar struct {
 	// Name is the variable's name.
 	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_]*$`
-	// +kubebuilder:validation:XValidation:rule="!(self in ['LEASECRON_SLOT', 'LEASECRON_SLOT_DATE', 'LEASECRON_PREV_SLOT', 'LEASECRON_JOB', 'LEASECRON_KEY', 'LEASECRON_ATTEMPT', 'LEASECRON_TERM'])",message="is set by the command kind to the slot context: use another name"
 	Name string `json:"name"`
 	// Value is its value, in clear: no secrets here.
 	Value string `json:"value,omitempty"`

@@ -251,26 +251,26 @@ func cases() []jobCase {
 
 		// Refused by both.
 		{name: "two-kinds", doc: job("two-kinds", `{schedule: "@daily", sql: {statements: [x]}, http: {url: "http://x"}}`),
-			server: "spec: Invalid value: \"object\": two kinds: set exactly one of dailyStats, sql, http, command, kubernetesJob", loader: "two kinds (sql and http)"},
+			server: "spec: Invalid value: two kinds: set exactly one of dailyStats, sql, http, command, kubernetesJob", loader: "two kinds (sql and http)"},
 		{name: "no-kind", doc: job("no-kind", `{schedule: "@daily"}`),
-			server: "spec: Invalid value: \"object\": no kind: set exactly one of dailyStats, sql, http, command, kubernetesJob", loader: "spec: no kind"},
+			server: "spec: Invalid value: no kind: set exactly one of dailyStats, sql, http, command, kubernetesJob", loader: "spec: no kind"},
 		{name: "invalid-schedule", doc: job("invalid-schedule", `{schedule: "61 * * * *", dailyStats: {}}`),
-			server: `"61 * * * *" is not a schedule`, loader: "spec.schedule: cron expression \"61 * * * *\" is not valid"},
-		{name: "four-fields", doc: job("four-fields", `{schedule: "* * * *", dailyStats: {}}`), server: `"* * * *" is not a schedule`, loader: "spec.schedule"},
-		{name: "words", doc: job("words", `{schedule: "every day", dailyStats: {}}`), server: `"every day" is not a schedule`, loader: "spec.schedule"},
-		{name: "descriptor-case", doc: job("descriptor-case", `{schedule: "@Daily", dailyStats: {}}`), server: `"@Daily" is not a schedule`, loader: "spec.schedule"},
-		{name: "own-zone", doc: job("own-zone", `{schedule: "TZ=UTC 0 5 * * *", dailyStats: {}}`), server: "is not a schedule", loader: "sets its own time zone"},
+			server: `spec.schedule: Invalid value: "61 * * * *": not a schedule: give 5 cron fields`, loader: "spec.schedule: cron expression \"61 * * * *\" is not valid"},
+		{name: "four-fields", doc: job("four-fields", `{schedule: "* * * *", dailyStats: {}}`), server: `Invalid value: "* * * *": not a schedule`, loader: "spec.schedule"},
+		{name: "words", doc: job("words", `{schedule: "every day", dailyStats: {}}`), server: `Invalid value: "every day": not a schedule`, loader: "spec.schedule"},
+		{name: "descriptor-case", doc: job("descriptor-case", `{schedule: "@Daily", dailyStats: {}}`), server: `Invalid value: "@Daily": not a schedule`, loader: "spec.schedule"},
+		{name: "own-zone", doc: job("own-zone", `{schedule: "TZ=UTC 0 5 * * *", dailyStats: {}}`), server: "spec.schedule: Invalid value: \"TZ=UTC 0 5 * * *\": not a schedule", loader: "sets its own time zone"},
 		{name: "no-schedule", doc: job("no-schedule", `{dailyStats: {}}`), server: "spec.schedule: Required value", loader: "spec.schedule: missing"},
-		{name: "empty-schedule", doc: job("empty-schedule", `{schedule: "", dailyStats: {}}`), server: `"" is not a schedule`, loader: "spec.schedule: missing"},
+		{name: "empty-schedule", doc: job("empty-schedule", `{schedule: "", dailyStats: {}}`), server: `Invalid value: "": not a schedule`, loader: "spec.schedule: missing"},
 		{name: "unknown-zone", doc: job("unknown-zone", `{schedule: "@daily", timeZone: Mars/Olympus, dailyStats: {}}`),
-			server: `spec.timeZone: Invalid value: "string": "Mars/Olympus" is not a known time zone`, loader: `"Mars/Olympus" is not a known time zone`},
-		{name: "local-zone", doc: job("local-zone", `{schedule: "@daily", timeZone: Local, dailyStats: {}}`), server: `"Local" is not a known time zone`, loader: `"Local" is not a known time zone`},
-		{name: "zone-case", doc: job("zone-case", `{schedule: "@daily", timeZone: europe/berlin, dailyStats: {}}`), server: `"europe/berlin" is not a known time zone`, loader: "spec.timeZone"},
+			server: `spec.timeZone: Invalid value: "Mars/Olympus": not a time zone the controller knows: use an IANA name such as UTC or Europe/Berlin`, loader: `"Mars/Olympus" is not a known time zone`},
+		{name: "local-zone", doc: job("local-zone", `{schedule: "@daily", timeZone: Local, dailyStats: {}}`), server: `Invalid value: "Local": not a time zone the controller knows`, loader: `"Local" is not a known time zone`},
+		{name: "zone-case", doc: job("zone-case", `{schedule: "@daily", timeZone: europe/berlin, dailyStats: {}}`), server: `Invalid value: "europe/berlin": not a time zone the controller knows`, loader: "spec.timeZone"},
 		{name: "negative-timeout", doc: job("negative-timeout", `{schedule: "@daily", timeout: -1s, dailyStats: {}}`),
-			server: "spec.timeout: Invalid value: \"string\": must be a positive duration such as 30s or 10m", loader: "spec.timeout: must be a positive duration"},
+			server: `spec.timeout: Invalid value: "-1s": must be a positive duration such as 30s or 10m`, loader: "spec.timeout: must be a positive duration"},
 		{name: "zero-timeout", doc: job("zero-timeout", `{schedule: "@daily", timeout: 0s, dailyStats: {}}`), server: "spec.timeout: Invalid value", loader: "spec.timeout: must be a positive duration"},
 		{name: "negative-window", doc: job("negative-window", `{schedule: "@daily", catchUp: {window: -1h}, dailyStats: {}}`),
-			server: "spec.catchUp.window: Invalid value: \"string\": must be a positive duration", loader: "spec.catchUp.window: must be a positive duration"},
+			server: `spec.catchUp.window: Invalid value: "-1h": must be a positive duration`, loader: "spec.catchUp.window: must be a positive duration"},
 		{name: "zero-catch-up-limit", doc: job("zero-catch-up-limit", `{schedule: "@daily", catchUp: {limit: 0}, dailyStats: {}}`),
 			server: "spec.catchUp.limit: Invalid value: 0: spec.catchUp.limit in body should be greater than or equal to 1", loader: "spec.catchUp.limit: must be 1 or more (got 0)"},
 		{name: "zero-retries", doc: job("zero-retries", `{schedule: "@daily", retries: {limit: 0}, dailyStats: {}}`),
@@ -278,13 +278,13 @@ func cases() []jobCase {
 		{name: "negative-retries", doc: job("negative-retries", `{schedule: "@daily", retries: {limit: -2}, dailyStats: {}}`),
 			server: "spec.retries.limit in body should be greater than or equal to 1", loader: "spec.retries.limit: must be 1 or more (got -2)"},
 		{name: "zero-backoff", doc: job("zero-backoff", `{schedule: "@daily", retries: {backoff: {initial: 0s}}, dailyStats: {}}`),
-			server: "spec.retries.backoff.initial: Invalid value: \"string\": must be a positive duration", loader: "spec.retries.backoff.initial: must be a positive duration"},
+			server: `spec.retries.backoff.initial: Invalid value: "0s": must be a positive duration`, loader: "spec.retries.backoff.initial: must be a positive duration"},
 		{name: "max-below-initial", doc: job("max-below-initial", `{schedule: "@daily", retries: {backoff: {initial: 1m, max: 1s}}, dailyStats: {}}`),
-			server: "spec.retries.backoff: Invalid value: \"object\": max is below initial", loader: "spec.retries.backoff.max: 1s is below initial 1m0s"},
+			server: "spec.retries.backoff: Invalid value: max is below initial", loader: "spec.retries.backoff.max: 1s is below initial 1m0s"},
 		{name: "bad-duration", doc: job("bad-duration", `{schedule: "@daily", timeout: 10 minutes, dailyStats: {}}`),
 			server: "spec.timeout: Invalid value", loader: "not a ScheduledJob"},
 		{name: "not-http", doc: job("not-http", `{schedule: "@daily", http: {url: "ftp://files.example.com/x"}}`),
-			server: "spec.http.url: Invalid value: \"string\": must be an absolute http:// or https:// URL", loader: `scheme "ftp" is not supported`},
+			server: `spec.http.url: Invalid value: "ftp://files.example.com/x": must be an absolute http:// or https:// URL`, loader: `scheme "ftp" is not supported`},
 		{name: "relative-url", doc: job("relative-url", `{schedule: "@daily", http: {url: "/hooks/nightly"}}`), server: "spec.http.url: Invalid value", loader: "is not absolute"},
 		{name: "no-url", doc: job("no-url", `{schedule: "@daily", http: {method: GET}}`), server: "spec.http.url: Required value", loader: "spec.http.url: missing"},
 		{name: "bad-method", doc: job("bad-method", `{schedule: "@daily", http: {url: "http://x", method: "GET X"}}`), server: "spec.http.method in body should match", loader: "is not an HTTP method"},
@@ -294,19 +294,17 @@ func cases() []jobCase {
 			server: "spec.http.successCodes[0] in body should be less than or equal to 599", loader: "600 is not an HTTP status"},
 		{name: "http-bad-timeout", doc: job("http-bad-timeout", `{schedule: "@daily", http: {url: "http://x", timeout: -5s}}`), server: "spec.http.timeout: Invalid value", loader: "spec.http.timeout: must be a positive duration"},
 		{name: "header-file-and-env", doc: job("header-file-and-env", `{schedule: "@daily", http: {url: "http://x", headersFrom: [{name: X-Key, file: /etc/key, env: API_TOKEN}]}}`),
-			server: "spec.http.headersFrom[0]: Invalid value: \"object\": set exactly one of file", loader: "sets both file and env"},
+			server: "spec.http.headersFrom[0]: Invalid value: set exactly one of file", loader: "sets both file and env"},
 		{name: "header-from-nothing", doc: job("header-from-nothing", `{schedule: "@daily", http: {url: "http://x", headersFrom: [{name: X-Key}]}}`),
-			server: "spec.http.headersFrom[0]: Invalid value: \"object\": set exactly one of file", loader: "sets neither file nor env"},
+			server: "spec.http.headersFrom[0]: Invalid value: set exactly one of file", loader: "sets neither file nor env"},
 		{name: "header-name", doc: job("header-name", `{schedule: "@daily", http: {url: "http://x", headersFrom: [{name: "X Key", env: API_TOKEN}]}}`),
 			server: "spec.http.headersFrom[0].name in body should match", loader: "is not a valid header name"},
 		{name: "header-twice", doc: job("header-twice", `{schedule: "@daily", http: {url: "http://x", headersFrom: [{name: X-Key, env: API_TOKEN}, {name: X-Key, env: API_TOKEN}]}}`),
 			server: "spec.http.headersFrom[1]: Duplicate value", loader: "header X-Key is also set by"},
 		{name: "no-args", doc: job("no-args", `{schedule: "@daily", command: {args: []}}`), server: "spec.command.args: Invalid value: 0: spec.command.args in body should have at least 1 items", loader: "spec.command.args: missing"},
-		{name: "empty-program", doc: job("empty-program", `{schedule: "@daily", command: {args: ["", x]}}`), server: "spec.command.args: Invalid value: \"array\": the program (args[0]) is empty", loader: "the program is empty"},
+		{name: "empty-program", doc: job("empty-program", `{schedule: "@daily", command: {args: ["", x]}}`), server: "spec.command.args: Invalid value: the program (args[0]) is empty", loader: "the program is empty"},
 		{name: "env-two-sources", doc: job("env-two-sources", `{schedule: "@daily", command: {args: [sh], env: [{name: A, value: x, env: API_TOKEN}]}}`),
-			server: "spec.command.env[0]: Invalid value: \"object\": set at most one of value, file", loader: "sets value and env"},
-		{name: "env-reserved", doc: job("env-reserved", `{schedule: "@daily", command: {args: [sh], env: [{name: LEASECRON_SLOT, value: x}]}}`),
-			server: "spec.command.env[0].name: Invalid value: \"string\": is set by the command kind to the slot context", loader: "LEASECRON_SLOT is set by the command kind"},
+			server: "spec.command.env[0]: Invalid value: set at most one of value, file", loader: "sets value and env"},
 		{name: "env-name", doc: job("env-name", `{schedule: "@daily", command: {args: [sh], env: [{name: 1X, value: x}]}}`),
 			server: "spec.command.env[0].name in body should match", loader: "is not a valid environment variable name"},
 		{name: "env-from-name", doc: job("env-from-name", `{schedule: "@daily", command: {args: [sh], env: [{name: A, env: "NOT-A-NAME"}]}}`),
@@ -337,6 +335,7 @@ func cases() []jobCase {
 		{name: "never-fires", doc: job("never-fires", `{schedule: "0 0 30 2 *", dailyStats: {}}`), loader: "never fires"},
 		{name: "backwards-range", doc: job("backwards-range", `{schedule: "0 5-3 * * *", dailyStats: {}}`), loader: "beyond end of range"},
 		{name: "template-error", doc: job("template-error", `{schedule: "@daily", http: {url: "https://x.example/{{.Nope}}"}}`), loader: "template fails on the slot context"},
+		{name: "env-reserved", doc: job("env-reserved", `{schedule: "@daily", command: {args: [sh], env: [{name: LEASECRON_SLOT, value: x}]}}`), loader: "LEASECRON_SLOT is set by the command kind"},
 		{name: "reserved-header", doc: job("reserved-header", `{schedule: "@daily", http: {url: "http://x", headers: {Idempotency-Key: x}}}`), loader: "Idempotency-Key is set by the http kind"},
 		{name: "header-other-case", doc: job("header-other-case", `{schedule: "@daily", http: {url: "http://x", headers: {x-key: a}, headersFrom: [{name: X-Key, env: API_TOKEN}]}}`), loader: "also set by"},
 		{name: "http-timeout-over-job", doc: job("http-timeout-over-job", `{schedule: "@daily", timeout: 1m, http: {url: "http://x", timeout: 2m}}`), loader: "longer than the attempt's timeout"},
@@ -354,7 +353,7 @@ func catalog() *spec.Catalog {
 
 type standIn string
 
-func (k standIn) Name() string             { return string(k) }
+func (k standIn) Name() string              { return string(k) }
 func (standIn) Build(spec.Job) (any, error) { return struct{}{}, nil }
 
 // load is what the controller says of a document: the loaded job, or why
@@ -452,6 +451,7 @@ func testColumns(t *testing.T, c *cluster) {
 	}
 
 	out := c.mustRun(t, "", "get", "scheduledjobs", "-n", namespace, columnsJob)
+	t.Logf("kubectl get scheduledjobs:\n%s", out)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 2 {
 		t.Fatalf("kubectl get printed %d lines, want a header and one row:\n%s", len(lines), out)
