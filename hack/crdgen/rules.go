@@ -39,7 +39,7 @@ func zoneRule(zones []string) map[string]any {
 		quoted[i] = "'" + z + "'"
 	}
 	return map[string]any{
-		"rule":              "self == '' || self in [" + strings.Join(quoted, ", ") + "]",
+		"rule":    "self == '' || self in [" + strings.Join(quoted, ", ") + "]",
 		"message": "not a time zone the controller knows: use an IANA name such as UTC or Europe/Berlin",
 	}
 }
