@@ -8,7 +8,7 @@ LDFLAGS := -s -w -X github.com/leasecron/leasecron/internal/version.Version=$(VE
 # Test packages share two cores and start real servers; keep them from piling up.
 TESTFLAGS ?= -count=1 -p 2 -timeout 30m
 
-.PHONY: help build run test e2e test-deps tools fuzz bench lint cross clean
+.PHONY: help build run test e2e test-deps tools generate fuzz bench lint cross clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -29,10 +29,11 @@ test-deps: ## install the database servers the tests start, if missing (Debian; 
 	@hack/install-test-deps.sh
 
 FUZZTIME ?= 15s
-fuzz: ## fuzz schedule and DSN parsing, FUZZTIME (15s) per target; CI runs 10s
+fuzz: ## fuzz schedule and DSN parsing and the CRD's schedule rule, FUZZTIME (15s) per target; CI runs 10s
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSchedule$$' -fuzztime $(FUZZTIME) ./pkg/jobs/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseDSN$$' -fuzztime $(FUZZTIME) ./pkg/model/
 	$(GO) test -run '^$$' -fuzz '^FuzzDSNRedactsPassword$$' -fuzztime $(FUZZTIME) ./pkg/model/
+	$(GO) test -run '^$$' -fuzz '^FuzzScheduleRule$$' -fuzztime $(FUZZTIME) ./hack/crdgen/
 
 CHAOS ?= 5m
 chaos: test-deps tools ## random faults against 5 replicas for CHAOS (5m), with a report; make test runs 40s
@@ -44,10 +45,14 @@ bench: test-deps tools ## measure leasecron against the alternatives and rewrite
 tools: ## build the test control plane (etcd, kube-apiserver, kube-controller-manager, kubectl, helm) into .cache/tools/bin, if missing
 	@hack/tools/build.sh
 
-lint: ## go vet and gofmt
+generate: ## regenerate the ScheduledJob CRD (charts/leasecron/crds) and pkg/spec's DeepCopy from pkg/spec/types.go
+	@GO=$(GO) hack/generate.sh
+
+lint: ## go vet, gofmt, and the generated files up to date
 	$(GO) vet ./...
 	$(GO) vet -tags bench ./test/bench/
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@GO=$(GO) hack/generate.sh --check
 
 cross: ## build and go vet the shipped code for macOS and Windows, amd64 and arm64 (the test harness is Linux-only)
 	@GO=$(GO) hack/cross.sh

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the test-only Kubernetes toolchain from source via the Go module proxy:
 #   etcd, kube-apiserver, kube-controller-manager, kubectl, helm
+# and, only when asked for by name (make generate), controller-gen
 # into ${LEASECRON_TOOLS_DIR:-<repo>/.cache/tools/bin} (git-ignored).
 #
 # Each tool comes from its own module under hack/tools/<dir>/ (go.mod + go.sum are
@@ -13,7 +14,7 @@
 # A tool whose binary exists and whose stamp matches is skipped, so a warm run
 # takes well under a second. Concurrent runs serialise on a lock file.
 #
-# Usage: hack/tools/build.sh [tool...]      (default: all tools)
+# Usage: hack/tools/build.sh [tool...]      (default: all tools but controller-gen)
 #        FORCE=1 hack/tools/build.sh        (rebuild even when stamps match)
 #
 # Cold build on a 2-core machine (empty GOCACHE, warm module cache): ~10 minutes for
@@ -27,6 +28,7 @@ ETCD_VERSION=v3.6.16 # go.etcd.io/etcd/server/v3
 HELM_VERSION=v3.22.0 # helm.sh/helm/v3
 HELM_K8S_MAJOR=1     # k8s.io/client-go minor that helm v3.22.0 is built against (v0.37.x)
 HELM_K8S_MINOR=37
+CONTROLLER_TOOLS_VERSION=v0.23.0 # sigs.k8s.io/controller-tools: controller-gen, for make generate
 ALL_TOOLS=(etcd kube-apiserver kube-controller-manager kubectl helm)
 # -----------------------------------------------------------------------------
 
@@ -83,8 +85,12 @@ tool_spec() {
 			LDFLAGS+=" -X ${p}.k8sVersionMajor=${HELM_K8S_MAJOR} -X ${p}.k8sVersionMinor=${HELM_K8S_MINOR}"
 		done
 		;;
+	controller-gen)
+		MODDIR=controller-gen PKG=sigs.k8s.io/controller-tools/cmd/controller-gen VERSION=${CONTROLLER_TOOLS_VERSION}
+		LDFLAGS="-s -w"
+		;;
 	*)
-		echo "build.sh: unknown tool '$1' (known: ${ALL_TOOLS[*]})" >&2
+		echo "build.sh: unknown tool '$1' (known: ${ALL_TOOLS[*]} controller-gen)" >&2
 		exit 2
 		;;
 	esac

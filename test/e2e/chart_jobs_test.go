@@ -55,8 +55,11 @@ func chartJobs() []any {
 	}
 }
 
-func chartJobsValues(jobs []any) map[string]any {
-	return map[string]any{"database": map[string]any{"dsn": "mysql://u:p@db:3306/app"}, "jobs": jobs}
+// chartJobsValues are the values with a DSN and these jobs, read from source
+// (jobs.source: "cluster" or "file").
+func chartJobsValues(source string, jobs []any) map[string]any {
+	return map[string]any{"database": map[string]any{"dsn": "mysql://u:p@db:3306/app"},
+		"jobs": map[string]any{"source": source, "items": jobs}}
 }
 
 // controllerContainer is the Deployment's leasecron container.
@@ -69,6 +72,31 @@ func controllerContainer(t *testing.T, dep *appsv1.Deployment) *corev1.Container
 	}
 	t.Fatal("the Deployment has no leasecron container")
 	return nil
+}
+
+// envVars are the container's variables called name, in order (more than
+// one is a mistake the callers report).
+func envVars(c *corev1.Container, name string) []corev1.EnvVar {
+	var out []corev1.EnvVar
+	for _, e := range c.Env {
+		if e.Name == name {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// wantEnv fails unless the container sets name exactly once, to the literal
+// value want; want "" means that it does not set name at all.
+func wantEnv(t *testing.T, c *corev1.Container, name, want string) {
+	t.Helper()
+	got := envVars(c, name)
+	switch {
+	case want == "" && len(got) != 0:
+		t.Errorf("%s is set: %+v, want it absent", name, got)
+	case want != "" && (len(got) != 1 || got[0].ValueFrom != nil || got[0].Value != want):
+		t.Errorf("%s is %+v, want the one value %q", name, got, want)
+	}
 }
 
 // jsonValue is v as encoding/json gives it back (numbers as float64), the form
@@ -86,8 +114,8 @@ func jsonValue(t *testing.T, v any) any {
 	return out
 }
 
-// TestChartJobsRender: the jobs value becomes one ScheduledJob document per
-// job in the ConfigMap's jobs.yaml, exactly as given; the Deployment mounts
+// TestChartJobsRender: with jobs.source=file, jobs.items become one
+// ScheduledJob document per job in the ConfigMap's jobs.yaml, exactly as given; the Deployment mounts
 // the ConfigMap as a directory (a subPath mount is never updated by the
 // kubelet), beside the DSN Secret rather than inside it, and points
 // LEASECRON_JOBS_FILE at the file in it; and changing the
@@ -95,7 +123,7 @@ func jsonValue(t *testing.T, v any) any {
 // rolls no Pod: the running controller picks the edit up from the file.
 func TestChartJobsRender(t *testing.T) {
 	jobs := chartJobs()
-	objs := renderChart(t, chartJobsValues(jobs))
+	objs := renderChart(t, chartJobsValues("file", jobs))
 
 	var cm corev1.ConfigMap
 	renderedOne(t, objs, "ConfigMap", &cm)
@@ -184,95 +212,106 @@ func TestChartJobsRender(t *testing.T) {
 			}
 		}
 	}
-	var jobsFile []corev1.EnvVar
-	for _, e := range c.Env {
-		if e.Name == "LEASECRON_JOBS_FILE" {
-			jobsFile = append(jobsFile, e)
+	// jobs.yaml in the mounted directory.
+	wantEnv(t, c, "LEASECRON_JOBS_FILE", path.Join(mount.MountPath, "jobs.yaml"))
+	wantEnv(t, c, "LEASECRON_JOBS_SOURCE", "file")
+	for _, o := range objs {
+		if o["kind"] == "ScheduledJob" {
+			t.Errorf("with jobs.source=file the chart rendered a ScheduledJob object: %v", o["metadata"])
 		}
-	}
-	if len(jobsFile) != 1 || jobsFile[0].ValueFrom != nil || jobsFile[0].Value != path.Join(mount.MountPath, "jobs.yaml") {
-		t.Errorf("LEASECRON_JOBS_FILE is %+v, want the one value %s (jobs.yaml in the mounted directory)", jobsFile, path.Join(mount.MountPath, "jobs.yaml"))
 	}
 
 	// Adding jobs adds no Pod template annotation (no checksum of the
 	// ConfigMap), and editing them changes nothing in the Pod template.
 	var plain appsv1.Deployment
-	renderedOne(t, renderChart(t, chartJobsValues(nil)), "Deployment", &plain)
+	renderedOne(t, renderChart(t, chartJobsValues("file", nil)), "Deployment", &plain)
 	if got, want := dep.Spec.Template.Annotations, plain.Spec.Template.Annotations; !reflect.DeepEqual(got, want) {
 		t.Errorf("with jobs the Pod template annotations are %v, without %v: a checksum of the jobs would restart the Pods on every edit", got, want)
 	}
 	edited := chartJobs()
 	edited[0].(map[string]any)["spec"].(map[string]any)["schedule"] = "0 6 * * *"
 	edited = append(edited, map[string]any{"name": "stats-again", "spec": map[string]any{"schedule": "@daily", "dailyStats": map[string]any{}}})
-	editedObjs := renderChart(t, chartJobsValues(edited))
+	editedObjs := renderChart(t, chartJobsValues("file", edited))
 	var cm2 corev1.ConfigMap
 	renderedOne(t, editedObjs, "ConfigMap", &cm2)
 	if cm2.Data["jobs.yaml"] == file {
 		t.Fatal("editing the jobs did not change jobs.yaml")
 	}
-	var dep2 appsv1.Deployment
-	renderedOne(t, editedObjs, "Deployment", &dep2)
-	if !reflect.DeepEqual(dep.Spec.Template, dep2.Spec.Template) {
+	wantSamePodTemplate(t, &dep, editedObjs)
+}
+
+// wantSamePodTemplate fails if the Deployment rendered in objs has another Pod
+// template than dep: editing the jobs must restart no Pod.
+func wantSamePodTemplate(t *testing.T, dep *appsv1.Deployment, objs []map[string]any) {
+	t.Helper()
+	var edited appsv1.Deployment
+	renderedOne(t, objs, "Deployment", &edited)
+	if !reflect.DeepEqual(dep.Spec.Template, edited.Spec.Template) {
 		a, _ := json.MarshalIndent(dep.Spec.Template, "", "  ")
-		b, _ := json.MarshalIndent(dep2.Spec.Template, "", "  ")
+		b, _ := json.MarshalIndent(edited.Spec.Template, "", "  ")
 		t.Errorf("editing the jobs changed the Pod template, which restarts every Pod:\nbefore: %s\nafter: %s", a, b)
 	}
 }
 
-// TestChartJobsAbsentByDefaultRender: without jobs (the default, or an empty
-// list) the chart renders no jobs ConfigMap, no volume, no mount and no
-// LEASECRON_JOBS_FILE.
-func TestChartJobsAbsentByDefaultRender(t *testing.T) {
+// TestChartJobsFileOnlyForFileSourceRender: without jobs in a file (the
+// default, source cluster, with or without items; or source file with no
+// items) the chart renders no jobs ConfigMap, no volume, no mount and no
+// LEASECRON_JOBS_FILE (which the controller refuses beside source cluster).
+func TestChartJobsFileOnlyForFileSourceRender(t *testing.T) {
 	for name, values := range map[string]map[string]any{
-		"default":    {"database": map[string]any{"dsn": "mysql://u:p@db:3306/app"}},
-		"empty list": chartJobsValues([]any{}),
+		"default":             {"database": map[string]any{"dsn": "mysql://u:p@db:3306/app"}},
+		"file, no items":      chartJobsValues("file", []any{}),
+		"cluster, with items": chartJobsValues("cluster", chartJobs()),
+		"cluster, no items":   chartJobsValues("cluster", []any{}),
 	} {
 		t.Run(name, func(t *testing.T) {
 			objs := renderChart(t, values)
 			for _, o := range objs {
 				if o["kind"] == "ConfigMap" {
-					t.Errorf("the chart rendered a ConfigMap without jobs: %v", o["metadata"])
+					t.Errorf("the chart rendered a ConfigMap without a jobs file: %v", o["metadata"])
 				}
 			}
 			var dep appsv1.Deployment
 			renderedOne(t, objs, "Deployment", &dep)
 			for _, v := range dep.Spec.Template.Spec.Volumes {
 				if v.ConfigMap != nil || v.Name == "jobs" {
-					t.Errorf("the Deployment has volume %+v without jobs", v)
+					t.Errorf("the Deployment has volume %+v without a jobs file", v)
 				}
 			}
 			c := controllerContainer(t, &dep)
 			for _, m := range c.VolumeMounts {
 				if m.Name == "jobs" || strings.HasPrefix(m.MountPath, path.Dir(chartJobsFile)) {
-					t.Errorf("the leasecron container mounts %+v without jobs", m)
+					t.Errorf("the leasecron container mounts %+v without a jobs file", m)
 				}
 			}
-			for _, e := range c.Env {
-				if e.Name == "LEASECRON_JOBS_FILE" {
-					t.Errorf("LEASECRON_JOBS_FILE is set without jobs: %+v", e)
-				}
-			}
+			wantEnv(t, c, "LEASECRON_JOBS_FILE", "")
 		})
 	}
 }
 
 // TestChartJobsReplaceTheBuiltinJobRender: a job of the user's may take the
 // built-in job's name once `schedules` leaves it out (a null removes a key of
-// a map default; `schedules: {}` would not).
+// a map default; `schedules: {}` would not), from either source.
 func TestChartJobsReplaceTheBuiltinJobRender(t *testing.T) {
-	values := chartJobsValues([]any{map[string]any{"name": "daily-stats", "spec": map[string]any{"schedule": "0 10 * * *", "dailyStats": map[string]any{}}}})
-	values["schedules"] = map[string]any{"daily-stats": nil}
-	objs := renderChart(t, values)
-	var cm corev1.ConfigMap
-	renderedOne(t, objs, "ConfigMap", &cm)
-	if !strings.Contains(cm.Data["jobs.yaml"], "name: daily-stats") {
-		t.Errorf("jobs.yaml does not define daily-stats:\n%s", cm.Data["jobs.yaml"])
-	}
-	var dep appsv1.Deployment
-	renderedOne(t, objs, "Deployment", &dep)
-	for _, e := range controllerContainer(t, &dep).Env {
-		if e.Name == "LEASECRON_SCHEDULE" && e.Value != "" {
-			t.Errorf("LEASECRON_SCHEDULE = %q with schedules.daily-stats removed, want empty", e.Value)
-		}
+	for _, source := range []string{"file", "cluster"} {
+		t.Run(source, func(t *testing.T) {
+			values := chartJobsValues(source, []any{map[string]any{"name": "daily-stats", "spec": map[string]any{"schedule": "0 10 * * *", "dailyStats": map[string]any{}}}})
+			values["schedules"] = map[string]any{"daily-stats": nil}
+			objs := renderChart(t, values)
+			if source == "file" {
+				var cm corev1.ConfigMap
+				renderedOne(t, objs, "ConfigMap", &cm)
+				if !strings.Contains(cm.Data["jobs.yaml"], "name: daily-stats") {
+					t.Errorf("jobs.yaml does not define daily-stats:\n%s", cm.Data["jobs.yaml"])
+				}
+			} else if sjs := renderedScheduledJobs(t, objs); len(sjs) != 1 || sjs[0].Name != "daily-stats" || sjs[0].Spec.DailyStats == nil {
+				t.Errorf("the ScheduledJobs rendered are %+v, want the one daily-stats", sjs)
+			}
+			var dep appsv1.Deployment
+			renderedOne(t, objs, "Deployment", &dep)
+			if got := envVars(controllerContainer(t, &dep), "LEASECRON_SCHEDULE"); len(got) != 1 || got[0].Value != "" || got[0].ValueFrom != nil {
+				t.Errorf("LEASECRON_SCHEDULE is %+v with schedules.daily-stats removed, want the one value \"\"", got)
+			}
+		})
 	}
 }

@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -26,17 +24,15 @@ func renderChart(t *testing.T, values map[string]any) []map[string]any {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := filepath.Join(t.TempDir(), "values.json")
 	b, err := json.Marshal(values)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(f, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	// The values on stdin: helm splits a -f path at commas, and a test's
+	// temporary directory is named after the test.
 	var stderr bytes.Buffer
-	cmd := exec.Command(helm, "template", "x", chartDir(), "-n", "jobs", "-f", f)
-	cmd.Stderr = &stderr
+	cmd := exec.Command(helm, "template", "x", chartDir(), "-n", "jobs", "-f", "-")
+	cmd.Stdin, cmd.Stderr = bytes.NewReader(b), &stderr
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("helm template: %v\n%s", err, stderr.String())

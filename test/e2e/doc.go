@@ -27,12 +27,22 @@
 // per date, no process logged missed slots, and every Lease holder ever
 // observed was a Pod of the release that existed at the time.
 //
-// jobs-live runs only jobs of the chart's `jobs` value (per-second http
-// jobs to a testenv.Receiver on loopback) and edits them with `helm upgrade
-// --reuse-values`: the same Pods keep running, both controllers log "jobs
-// file applied", the new job delivers and the removed one stops, and after
-// uninstall every delivered Idempotency-Key has exactly one succeeded
-// job_runs row and one body.
+// jobs-live runs only jobs of the chart's `jobs.items` value, from the jobs
+// file (jobs.source=file; per-second http jobs to a testenv.Receiver on
+// loopback) and edits them with `helm upgrade --reuse-values`: the same Pods
+// keep running, both controllers log "jobs file applied", the new job
+// delivers and the removed one stops, and after uninstall every delivered
+// Idempotency-Key has exactly one succeeded job_runs row and one body.
+//
+// jobs-cluster installs with jobs.source=cluster (the chart's default, which
+// the other scenarios run with no items) and two per-second http jobs in
+// `jobs.items`: the chart's CRD is served, `kubectl get scheduledjobs` shows
+// exactly the items with the chart's labels, one applied with kubectl runs
+// beside them, and the leader writes every one's status. `kubectl auth
+// can-i` as the controller's ServiceAccount is answered by the chart's Role:
+// the ScheduledJobs read, their status written, nothing on Secrets, no
+// change to a spec, no batch Jobs, nothing in another namespace; after
+// `helm upgrade --set kubernetesJob.enabled=true` the batch Jobs verbs too.
 //
 // Timings (graceful handover, crash takeover) are logged, not asserted
 // beyond generous bounds. Run it with `make e2e`; the tools come from

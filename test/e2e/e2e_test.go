@@ -34,6 +34,7 @@ func TestE2E(t *testing.T) {
 	t.Run("crash-leader", func(t *testing.T) { testCrashLeader(t, c) })
 	t.Run("upgrade-schedule", func(t *testing.T) { testUpgrade(t, c) })
 	t.Run("jobs-live", func(t *testing.T) { testJobsLive(t, c) })
+	t.Run("jobs-cluster", func(t *testing.T) { testJobsCluster(t, c) })
 	t.Logf("suite took %s", time.Since(begin).Round(time.Millisecond))
 }
 
@@ -143,22 +144,8 @@ func testInstall(t *testing.T, c *cluster) {
 	})
 
 	t.Run("auth-can-i", func(t *testing.T) {
-		sa := "system:serviceaccount:" + r.ns + ":" + r.fullname
-		canI := func(verb, res string) bool {
-			t.Helper()
-			out, err := c.tool(ctx, c.kubectl, "auth", "can-i", verb, res, "-n", r.ns, "--as", sa)
-			answer := strings.TrimSpace(out)
-			var ee *exec.ExitError
-			if err != nil && !(errors.As(err, &ee) && answer == "no") {
-				t.Fatal(err)
-			}
-			return answer == "yes"
-		}
 		lease := "leases.coordination.k8s.io/" + r.fullname
-		for _, q := range []struct {
-			verb, res string
-			want      bool
-		}{
+		r.checkPermissions(t, []permission{
 			{"get", lease, true},
 			{"update", lease, true},
 			{"list", lease, true},
@@ -179,19 +166,9 @@ func testInstall(t *testing.T, c *cluster) {
 			{"delete", lease, false},
 			{"patch", lease, false},
 			{"create", "pods", false},
-		} {
-			if got := canI(q.verb, q.res); got != q.want {
-				t.Errorf("kubectl auth can-i %s %s --as %s = %v, want %v", q.verb, q.res, sa, got, q.want)
-			}
-		}
+		})
 		// The same with a real token of the ServiceAccount.
-		tr, err := c.admin.CoreV1().ServiceAccounts(r.ns).CreateToken(ctx, r.fullname, &authenticationv1.TokenRequest{
-			Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr[int64](600)}}, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		as := kubernetes.NewForConfigOrDie(&rest.Config{Host: c.cp.Host(), BearerToken: tr.Status.Token,
-			TLSClientConfig: rest.TLSClientConfig{CAData: c.cp.CAData()}})
+		as := kubernetes.NewForConfigOrDie(r.serviceAccountConfig(t))
 		own, err := as.CoordinationV1().Leases(r.ns).Get(ctx, r.fullname, metav1.GetOptions{})
 		if err != nil {
 			t.Fatalf("get own lease with the ServiceAccount's token: %v", err)
@@ -415,6 +392,47 @@ func testUpgrade(t *testing.T, c *cluster) {
 		t.Errorf("only %d slots were run by Pods with the new schedule (rollout done %s):\n%s", newRuns, done.Format(time.TimeOnly), strings.Join(rows, "\n"))
 	}
 	r.checkObserved(t)
+}
+
+// permission is a question to `kubectl auth can-i` about the release's
+// ServiceAccount and the answer wanted.
+type permission struct {
+	verb, resource string
+	want           bool
+}
+
+// checkPermissions asks the API server each question, as the release's
+// ServiceAccount, in the release's namespace unless flags say otherwise
+// (such as "-n", "default", or "--subresource=status"), and reports every
+// answer that is not the one wanted.
+func (r *release) checkPermissions(t *testing.T, ps []permission, flags ...string) {
+	t.Helper()
+	sa := "system:serviceaccount:" + r.ns + ":" + r.fullname
+	ctx := context.Background()
+	for _, p := range ps {
+		args := append([]string{"auth", "can-i", p.verb, p.resource, "-n", r.ns, "--as", sa}, flags...)
+		out, err := r.c.tool(ctx, r.c.kubectl, args...)
+		answer := strings.TrimSpace(out)
+		var ee *exec.ExitError
+		if err != nil && !(errors.As(err, &ee) && answer == "no") {
+			t.Fatal(err)
+		}
+		if got := answer == "yes"; got != p.want {
+			t.Errorf("kubectl %s = %v, want %v", strings.Join(args, " "), got, p.want)
+		}
+	}
+}
+
+// serviceAccountConfig is a client configuration with a fresh token of the
+// release's ServiceAccount (a TokenRequest, valid 10 minutes).
+func (r *release) serviceAccountConfig(t *testing.T) *rest.Config {
+	t.Helper()
+	tr, err := r.c.admin.CoreV1().ServiceAccounts(r.ns).CreateToken(context.Background(), r.fullname, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr[int64](600)}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &rest.Config{Host: r.c.cp.Host(), BearerToken: tr.Status.Token, TLSClientConfig: rest.TLSClientConfig{CAData: r.c.cp.CAData()}}
 }
 
 func leaseNames(ls []coordinationv1.Lease) []string {

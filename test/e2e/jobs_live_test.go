@@ -16,10 +16,10 @@ import (
 	"github.com/leasecron/leasecron/pkg/jobs"
 )
 
-// testJobsLive: the chart's `jobs` edited with `helm upgrade` reach the
-// running controllers without a restart. The release runs only its own jobs
-// (schedules: {daily-stats: null}), per-second http jobs to a receiver of
-// the test's. The upgrade removes hook-a, adds hook-b and changes hook-c's
+// testJobsLive: the chart's `jobs.items`, from a file (jobs.source=file),
+// edited with `helm upgrade` reach the running controllers without a
+// restart. The release runs only its own jobs (schedules: {daily-stats:
+// null}), per-second http jobs to a receiver of the test's. The upgrade removes hook-a, adds hook-b and changes hook-c's
 // body; only the jobs ConfigMap changes, the pod runner refreshes the
 // mounted file as a kubelet does, and each controller applies it.
 //
@@ -33,17 +33,11 @@ import (
 func testJobsLive(t *testing.T, c *cluster) {
 	began := time.Now()
 	rc := testenv.NewReceiver(t, nil)
-	job := func(name, body string) map[string]any {
-		return map[string]any{"name": name, "spec": map[string]any{
-			"schedule": everySecond,
-			"http":     map[string]any{"url": rc.URL() + "/" + name, "body": body},
-		}}
-	}
-	before := []any{job("hook-a", "a {{.Key}}"), job("hook-c", "c1 {{.Key}}")}
-	after := []any{job("hook-b", "b {{.Key}}"), job("hook-c", "c2 {{.Key}}")}
+	before := []any{httpJob(rc, "hook-a", "a {{.Key}}"), httpJob(rc, "hook-c", "c1 {{.Key}}")}
+	after := []any{httpJob(rc, "hook-b", "b {{.Key}}"), httpJob(rc, "hook-c", "c2 {{.Key}}")}
 	r := c.install(t, "jobs-live", 2, "", map[string]any{
 		"schedules": map[string]any{"daily-stats": nil}, // only the jobs below
-		"jobs":      before,
+		"jobs":      map[string]any{"source": "file", "items": before},
 	})
 	ctx := context.Background()
 	leader := r.waitLeader(t, "", 30*time.Second)
@@ -72,7 +66,7 @@ func testJobsLive(t *testing.T, c *cluster) {
 
 	upgraded := time.Now()
 	c.mustTool(t, c.helm, "upgrade", r.name, chartDir(), "-n", r.ns, "--reuse-values",
-		"-f", r.values(map[string]any{"jobs": after}), "--wait", "--timeout", "1m")
+		"-f", r.values(map[string]any{"jobs": map[string]any{"source": "file", "items": after}}), "--wait", "--timeout", "1m")
 
 	// (c) Both controllers apply the new file: hook-b added, hook-c changed,
 	// hook-a removed.
@@ -226,6 +220,15 @@ func testJobsLive(t *testing.T, c *cluster) {
 	}
 	r.mu.Unlock()
 	r.checkObserved(t)
+}
+
+// httpJob is a jobs.items item: a per-second http job called name that
+// posts body to the receiver's /name.
+func httpJob(rc *testenv.Receiver, name, body string) map[string]any {
+	return map[string]any{"name": name, "spec": map[string]any{
+		"schedule": everySecond,
+		"http":     map[string]any{"url": rc.URL() + "/" + name, "body": body},
+	}}
 }
 
 // keySlot is the slot of an Idempotency-Key "<job>@<RFC 3339>".

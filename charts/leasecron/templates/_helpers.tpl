@@ -114,8 +114,8 @@ failed to start such Pods.
 {{- define "leasecron.dsnFile" -}}/etc/leasecron/db/dsn{{- end }}
 
 {{/*
-The jobs ConfigMap (rendered from .Values.jobs), the directory it is mounted at and the file the
-controller watches (--jobs-file).
+The jobs ConfigMap (jobs.items, with jobs.source=file), the directory it is mounted at and the file
+the controller watches (--jobs-file).
 */}}
 {{- define "leasecron.jobsConfigMapName" -}}
 {{- printf "%s-jobs" (include "leasecron.fullname" .) | trunc 63 | trimSuffix "-" }}
@@ -176,4 +176,66 @@ that says what is wrong and how to fix it.
 {{- if and (not .Values.serviceAccount.create) .Values.rbac.create (not .Values.serviceAccount.name) }}
 {{- fail "leasecron: rbac.create binds the Role to the ServiceAccount: with serviceAccount.create=false set serviceAccount.name to the account the Pods run as" }}
 {{- end }}
+{{- /*
+helm upgrade does not install crds/ (only the first install does), so a release of chart 0.1.x
+upgraded to jobs.source=cluster would start controllers that find no ScheduledJob API and exit.
+On upgrade Helm asks the cluster which APIs it serves; helm template (an install, unless
+--is-upgrade) knows none, so the check is made only on upgrade.
+*/}}
+{{- if and .Release.IsUpgrade (eq (include "leasecron.jobsSource" .) "cluster") (not (.Capabilities.APIVersions.Has "leasecron.io/v1alpha1/ScheduledJob")) }}
+{{- fail "leasecron: jobs.source=cluster needs the ScheduledJob CRD, which helm upgrade does not install: apply it first (kubectl apply --server-side -f <chart>/crds/), or keep jobs.source=file" }}
+{{- end }}
+{{- $own := dict "dsn" (include "leasecron.dsnMountPath" .) "jobs" (include "leasecron.jobsMountPath" .) "tmp" "/tmp" }}
+{{- range $i, $v := .Values.extraVolumes }}
+{{- if hasKey $own $v.name }}
+{{- fail (printf "leasecron: extraVolumes[%d].name: %q is the name of one of the chart's own volumes (dsn, jobs, tmp): give yours another name" $i $v.name) }}
+{{- end }}
+{{- end }}
+{{- /*
+A mount at or above one of the chart's would hide it; one inside the read-only dsn or jobs volume
+would nest in it (see leasecron.dsnMountPath). Inside the tmp emptyDir is fine.
+*/}}
+{{- range $i, $m := .Values.extraVolumeMounts }}
+{{- $path := clean $m.mountPath }}
+{{- range $name, $at := $own }}
+{{- $inside := and (ne $name "tmp") (hasPrefix (printf "%s/" $at) $path) }}
+{{- if or (eq $path $at) $inside (hasPrefix (printf "%s/" (trimSuffix "/" $path)) $at) }}
+{{- fail (printf "leasecron: extraVolumeMounts[%d].mountPath: %s is at, above or inside %s, where the chart mounts its %s volume: mount it elsewhere, such as /etc/leasecron/secrets/%s" $i $m.mountPath $at $name $m.name) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The jobs source, "cluster" or "file" (jobs.source; the schema checks the word), after the checks on
+.Values.jobs that the schema cannot make. Every template that reads .Values.jobs includes this
+first, so a values file of an older chart, where `jobs` was the list of jobs, fails with one line
+that says where the list went instead of a template error:
+- `jobs` is a map; the schema lets a list through only so that this can say so;
+- item names are unique, and none is also defined by `schedules` (a null there defines nothing:
+  after `helm upgrade --reuse-values` the templates can still see `schedules: {daily-stats: null}`);
+- an item of the command or kubernetesJob kind needs the value that lets the controller run it.
+*/}}
+{{- define "leasecron.jobsSource" -}}
+{{- if kindIs "slice" .Values.jobs }}
+{{- fail "leasecron: jobs is a map since chart 0.2.0: move your list of jobs to jobs.items, and set jobs.source to cluster (the default: ScheduledJob objects) or file (the jobs ConfigMap, as before)" }}
+{{- end }}
+{{- $jobs := .Values.jobs | default dict }}
+{{- $seen := dict }}
+{{- range $i, $job := $jobs.items }}
+{{- if hasKey $seen $job.name }}
+{{- fail (printf "leasecron: jobs.items[%d].name: job %q is already defined by jobs.items[%v]; job names key the ledger and must be unique: rename one of them" $i $job.name (get $seen $job.name)) }}
+{{- end }}
+{{- if get $.Values.schedules $job.name }}
+{{- fail (printf "leasecron: jobs.items[%d].name: job %q is also defined by schedules.%s; rename the job, or leave the built-in one out with schedules: {%s: null}" $i $job.name $job.name $job.name) }}
+{{- end }}
+{{- if and (hasKey $job.spec "command") (not $.Values.allowCommandJobs) }}
+{{- fail (printf "leasecron: jobs.items[%d].spec.command: command jobs are off: set allowCommandJobs=true to run them (they run programs in the controller's container), or remove job %q" $i $job.name) }}
+{{- end }}
+{{- if and (hasKey $job.spec "kubernetesJob") (not $.Values.kubernetesJob.enabled) }}
+{{- fail (printf "leasecron: jobs.items[%d].spec.kubernetesJob: Kubernetes Jobs are off: set kubernetesJob.enabled=true to run them (it lets the controller create Jobs in the namespace), or remove job %q" $i $job.name) }}
+{{- end }}
+{{- $_ := set $seen $job.name $i }}
+{{- end }}
+{{- $jobs.source | default "cluster" }}
 {{- end }}
