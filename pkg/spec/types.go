@@ -97,11 +97,11 @@ const (
 // +kubebuilder:validation:XValidation:rule="[has(self.dailyStats), has(self.sql), has(self.http), has(self.command), has(self.kubernetesJob)].filter(k, k).size() <= 1",message="two kinds: set exactly one of dailyStats, sql, http, command, kubernetesJob"
 type JobSpec struct {
 	// Schedule is a cron expression (5 fields, or 6 with seconds first), or
-	// a descriptor such as @daily or @every 1h. hack/crdgen adds its rule.
+	// a descriptor such as @daily or @every 1h.
 	// +kubebuilder:validation:MaxLength=1024
 	Schedule string `json:"schedule"`
 	// TimeZone is the IANA zone of the schedule and of the slot's date.
-	// Default: the controller's --timezone. hack/crdgen adds the zones.
+	// Default: the controller's --timezone.
 	// +kubebuilder:validation:MaxLength=64
 	TimeZone string `json:"timeZone,omitempty"`
 	// Suspend stops new slots; those that pass meanwhile are reported as
