@@ -75,7 +75,7 @@ func (w *writer) round(ctx context.Context) {
 			// The trigger is recorded first: a leader that dies after
 			// this write leaves the slot to the next, which runs it
 			// (below) unless the ledger has it done.
-			slot := metav1.NewTime(now.UTC().Truncate(time.Second))
+			slot := metav1.NewMicroTime(triggerSlot(now))
 			st.LastTrigger, st.LastTriggerTime = v, &slot
 			if err := w.write(ctx, sj, st); err != nil {
 				s.o.Log.Warn("trigger not recorded; trying again", "scheduled_job", sj.Name, "err", err)
@@ -105,12 +105,23 @@ func (w *writer) round(ctx context.Context) {
 	}
 }
 
+// triggerSlot is the slot a trigger seen at now runs: now to the
+// millisecond (what every ledger stores), moved off a whole second so that
+// it is never a slot of the schedule, whose slots are whole seconds.
+func triggerSlot(now time.Time) time.Time {
+	t := now.UTC().Truncate(time.Millisecond)
+	if t.Equal(t.Truncate(time.Second)) {
+		t = t.Add(time.Millisecond)
+	}
+	return t
+}
+
 func (w *writer) trigger(sched *jobs.Scheduler, name string, slot time.Time, value string) {
 	if err := sched.Trigger(name, slot); err != nil {
 		w.s.o.Log.Warn("triggered slot not run", "scheduled_job", name, "trigger", value, "err", err)
 		return
 	}
-	w.s.o.Log.Info("slot triggered", "scheduled_job", name, "trigger", value, "slot", slot.UTC().Format(time.RFC3339))
+	w.s.o.Log.Info("slot triggered", "scheduled_job", name, "trigger", value, "slot", slot.UTC().Format(time.RFC3339Nano))
 }
 
 // desired is sj's status as the leader sees it now.

@@ -71,9 +71,11 @@ type ScheduledJobStatus struct {
 	LastFailure     string       `json:"lastFailure,omitempty"`
 	LastFailureTime *metav1.Time `json:"lastFailureTime,omitempty"`
 	// LastTrigger is the last value of the leasecron.io/trigger annotation
-	// that ran a slot, and LastTriggerTime when.
-	LastTrigger     string       `json:"lastTrigger,omitempty"`
-	LastTriggerTime *metav1.Time `json:"lastTriggerTime,omitempty"`
+	// that ran a slot, and LastTriggerTime that slot: when the leader saw
+	// the value, to the millisecond and never on a whole second, so it is
+	// never one of the schedule's slots.
+	LastTrigger     string            `json:"lastTrigger,omitempty"`
+	LastTriggerTime *metav1.MicroTime `json:"lastTriggerTime,omitempty"`
 	// Conditions: Ready (False with a reason when the controller refuses
 	// the spec), Suspended, Failing.
 	// +listType=map
