@@ -101,10 +101,10 @@ func TestOwnerReferencesPermissionEnforcement(t *testing.T) {
 
 	rules := append(kubejob.Rules(), rbacRule("leasecron.io", "scheduledjobs/finalizers", "update"))
 	e.kind = kubejob.Kind{Client: kubernetes.NewForConfigOrDie(c.cp.ServiceAccountConfig(t, ns, "finalizers", rules...)), Namespace: ns}
-	running := runAsync(ctx, e.work(t, sj), slotOf(jobName, 1, 1, slot))
+	running := enginetest.RunAsync(ctx, e.work(t, sj), slotOf(jobName, 1, 1, slot))
 	job := e.waitJob(t, kubejob.JobName(jobName, slot))
 	cancel()
-	if err := result(t, running, 10*time.Second); !errors.Is(err, context.Canceled) {
+	if err := enginetest.Result(t, running, 10*time.Second); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run = %v, want the context's error", err)
 	}
 	if refs := job.OwnerReferences; len(refs) != 1 || refs[0].UID != sj.UID {
@@ -190,8 +190,8 @@ func testTwoLeaders(t *testing.T, e *env) {
 	a := e.work(t, sj)
 	e.kind.Client = kubernetes.NewForConfigOrDie(e.cfg)
 	b := e.work(t, sj)
-	ra := runAsync(ctx, a, slotOf(jobName, 1, 7, slot))
-	rb := runAsync(ctx, b, slotOf(jobName, 1, 8, slot))
+	ra := enginetest.RunAsync(ctx, a, slotOf(jobName, 1, 7, slot))
+	rb := enginetest.RunAsync(ctx, b, slotOf(jobName, 1, 8, slot))
 	eventually(t, "one leader to create the Job and the other to follow it", time.Minute, func() bool {
 		return e.log.count("Job created") == 1 && e.log.count("following the slot's Job, created before") == 1
 	})
@@ -199,7 +199,7 @@ func testTwoLeaders(t *testing.T, e *env) {
 	e.waitPodSays(t, job.Name, "waiting for "+gate)
 	touch(t, gate)
 	for _, r := range []<-chan error{ra, rb} {
-		if err := result(t, r, time.Minute); err != nil {
+		if err := enginetest.Result(t, r, time.Minute); err != nil {
 			t.Fatalf("Run = %v, want nil (log:\n%s)", err, e.log)
 		}
 	}
@@ -293,12 +293,12 @@ func testCancelLeavesTheJob(t *testing.T, e *env) {
 	w := e.work(t, sj)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	first := runAsync(ctx, w, slotOf(jobName, 1, 7, slot))
+	first := enginetest.RunAsync(ctx, w, slotOf(jobName, 1, 7, slot))
 	name := kubejob.JobName(jobName, slot)
 	e.waitPodSays(t, name, "waiting for "+gate)
 	began := time.Now()
 	cancel()
-	err := result(t, first, 10*time.Second)
+	err := enginetest.Result(t, first, 10*time.Second)
 	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "left running") {
 		t.Fatalf("Run = %v, want the context's error, saying the Job is left running", err)
 	}
@@ -316,12 +316,12 @@ func testCancelLeavesTheJob(t *testing.T, e *env) {
 
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel2()
-	second := runAsync(ctx2, w, slotOf(jobName, 2, 8, slot))
+	second := enginetest.RunAsync(ctx2, w, slotOf(jobName, 2, 8, slot))
 	eventually(t, "the second Run to follow the Job", time.Minute, func() bool {
 		return e.log.count("following the slot's Job, created before") == 1
 	})
 	touch(t, gate)
-	if err := result(t, second, time.Minute); err != nil {
+	if err := enginetest.Result(t, second, time.Minute); err != nil {
 		t.Fatalf("the second Run = %v, want nil", err)
 	}
 	if js := e.jobs(t, jobName); len(js) != 1 || js[0].UID != job.UID || !hasCondition(&js[0], batchv1.JobComplete) {
@@ -391,11 +391,11 @@ func testTemplate(t *testing.T, e *env) {
 	sj := newJob(long, tmpl)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	running := runAsync(ctx, e.work(t, sj), slotOf(long, 2, 5, slot))
+	running := enginetest.RunAsync(ctx, e.work(t, sj), slotOf(long, 2, 5, slot))
 	name := kubejob.JobName(long, slot)
 	job := e.waitJob(t, name)
 	cancel()
-	if err := result(t, running, 10*time.Second); !errors.Is(err, context.Canceled) {
+	if err := enginetest.Result(t, running, 10*time.Second); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run = %v, want the context's error", err)
 	}
 	if len(name) > 63 {
@@ -841,26 +841,6 @@ func eventually(t *testing.T, what string, within time.Duration, ok func() bool)
 	})
 	if err != nil {
 		t.Fatalf("waiting for %s: not within %s", what, within)
-	}
-}
-
-// runAsync runs w for s in a goroutine; the channel gets Run's error.
-func runAsync(ctx context.Context, w jobs.Job, s jobs.Slot) <-chan error {
-	ch := make(chan error, 1)
-	go func() { ch <- w.Run(ctx, s) }()
-	return ch
-}
-
-// result waits for Run's error, failing the test if Run takes longer than
-// within.
-func result(t *testing.T, ch <-chan error, within time.Duration) error {
-	t.Helper()
-	select {
-	case err := <-ch:
-		return err
-	case <-time.After(within):
-		t.Fatalf("Run did not return within %s", within)
-		return nil
 	}
 }
 

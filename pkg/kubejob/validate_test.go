@@ -94,11 +94,7 @@ func TestBuildAcceptsAValidJob(t *testing.T) {
 // one line that says how to turn it on, and why it is off.
 func TestBuildRefusesWhenOff(t *testing.T) {
 	_, err := spec.NewCatalog(kubejob.Kind{}).Definition(newJob(jobName, template()), spec.Env{})
-	fes := fieldErrors(err)
-	if len(fes) != 1 || fes[0].Field != "spec.kubernetesJob" {
-		t.Fatalf("error = %v, want one, at spec.kubernetesJob", err)
-	}
-	msg := fes[0].Msg
+	msg := oneFieldError(t, err, "spec.kubernetesJob", "off").Msg
 	for _, want := range []string{"off", "kubernetesJob.enabled: true", "--allow-kubernetes-jobs", "any Pod"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("message %q does not say %q", msg, want)
@@ -202,17 +198,7 @@ func TestBuildRefusals(t *testing.T) {
 				c.edit(sj, &sj.Spec.KubernetesJob.Template)
 			}
 			_, err := spec.NewCatalog(k).Definition(sj, spec.Env{})
-			if err == nil {
-				t.Fatal("the job was accepted")
-			}
-			fes := fieldErrors(err)
-			if len(fes) != 1 {
-				t.Fatalf("got %d field errors, want 1: %v", len(fes), err)
-			}
-			fe := fes[0]
-			if fe.Job != jobName || fe.Field != c.field || !strings.Contains(fe.Msg, c.msg) {
-				t.Fatalf("error = %q (job %q, field %q), want job %q, field %q, a message with %q", err, fe.Job, fe.Field, jobName, c.field, c.msg)
-			}
+			oneFieldError(t, err, c.field, c.msg)
 		})
 	}
 }
@@ -255,18 +241,16 @@ func TestJobName(t *testing.T) {
 	}
 }
 
-// fieldErrors flattens the FieldErrors in a (joined) error.
-func fieldErrors(err error) []*spec.FieldError {
-	var out []*spec.FieldError
-	var fe *spec.FieldError
-	switch j, joined := err.(interface{ Unwrap() []error }); {
-	case err == nil:
-	case joined:
-		for _, e := range j.Unwrap() {
-			out = append(out, fieldErrors(e)...)
-		}
-	case errors.As(err, &fe):
-		out = append(out, fe)
+// oneFieldError checks that err, a refused job's, is one FieldError, of the
+// test job's field, whose message holds msg, and returns it.
+func oneFieldError(t *testing.T, err error, field, msg string) *spec.FieldError {
+	t.Helper()
+	fes := spec.FieldErrors(err)
+	if len(fes) != 1 {
+		t.Fatalf("got %d field errors, want 1: %v", len(fes), err)
 	}
-	return out
+	if fe := fes[0]; fe.Job != jobName || fe.Field != field || !strings.Contains(fe.Msg, msg) {
+		t.Fatalf("error = %q (job %q, field %q), want job %q, field %q, a message with %q", err, fe.Job, fe.Field, jobName, field, msg)
+	}
+	return fes[0]
 }
