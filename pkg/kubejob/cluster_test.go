@@ -71,6 +71,7 @@ func TestKubernetesJob(t *testing.T) {
 		{"timeout-is-the-jobs-deadline", testTimeout},
 		{"cancelled-run-leaves-the-job", testCancelLeavesTheJob},
 		{"history-limits", testHistory},
+		{"deleted-while-followed", testDeletedWhileFollowed},
 		{"template-and-init-containers", testTemplate},
 		{"foreign-job-of-that-name", testForeignJob},
 		{"without-rbac", testForbidden},
@@ -330,6 +331,35 @@ func testCancelLeavesTheJob(t *testing.T, e *env) {
 	pod := e.onlyPod(t, name)
 	if env := e.podEnv(t, pod.Name); env[spec.EnvAttempt] != "1" || env[spec.EnvTerm] != "7" {
 		t.Errorf("the Pod's attempt and term are %q and %q, want those of the Run that created it: 1 and 7", env[spec.EnvAttempt], env[spec.EnvTerm])
+	}
+}
+
+// A Job deleted while Run follows it fails the attempt, saying so; the
+// slot's next attempt creates it again.
+func testDeletedWhileFollowed(t *testing.T, e *env) {
+	sj := newJob(jobName, template("--wait-for="+filepath.Join(e.dir, "never")))
+	w := e.work(t, sj)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	running := enginetest.RunAsync(ctx, w, slotOf(jobName, 1, 1, slot))
+	name := kubejob.JobName(jobName, slot)
+	e.waitPodSays(t, name, "waiting for "+filepath.Join(e.dir, "never"))
+	first := e.onlyJob(t, jobName)
+	if err := e.admin.BatchV1().Jobs(e.ns).Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)}); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("Job %s/%s was deleted before it finished", e.ns, name)
+	if err := enginetest.Result(t, running, 30*time.Second); err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("Run = %v, want %q…", err, want)
+	}
+	next := enginetest.RunAsync(ctx, w, slotOf(jobName, 2, 1, slot))
+	again := e.waitJob(t, name)
+	cancel()
+	if err := enginetest.Result(t, next, 10*time.Second); !errors.Is(err, context.Canceled) {
+		t.Fatalf("the next Run = %v, want the context's error", err)
+	}
+	if again.UID == first.UID {
+		t.Fatalf("the next attempt found the deleted Job %s", first.UID)
 	}
 }
 
