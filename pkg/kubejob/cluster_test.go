@@ -95,8 +95,9 @@ func TestOwnerReferencesPermissionEnforcement(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	err := e.work(t, sj).Run(ctx, slotOf(jobName, 1, 1, slot))
-	if err == nil || !strings.Contains(err.Error(), "blockOwnerDeletion") {
-		t.Fatalf("Run with the kind's rules only = %v, want a refusal of blockOwnerDeletion", err)
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "blockOwnerDeletion") ||
+		!strings.Contains(err.Error(), "grant the controller's ServiceAccount update on scheduledjobs/finalizers (leasecron.io)") {
+		t.Fatalf("Run with the kind's rules only = %v, want a refusal of blockOwnerDeletion that says what to grant", err)
 	}
 	t.Logf("with the kind's rules only: %v", err)
 
@@ -175,6 +176,25 @@ func testOneSlotOneJob(t *testing.T, e *env) {
 	}
 	if js := e.jobs(t, jobName); len(js) != 1 || js[0].UID != job.UID {
 		t.Fatalf("after the second RunSlot the job has Jobs %v, want only %s", names(js), job.Name)
+	}
+
+	// A triggered slot in the same second (to the millisecond) is a slot of
+	// its own, with a Job of its own.
+	triggered := slot.Add(123 * time.Millisecond)
+	if got, err := g.runAt(t, triggered); err != nil || got != jobs.Succeeded {
+		t.Fatalf("RunSlot of the triggered slot = %v, %v; want succeeded", got, err)
+	}
+	js := e.jobs(t, jobName)
+	if got, want := names(js), []string{"nightly-1773099000", "nightly-1773099000-123"}; !slices.Equal(got, want) {
+		t.Fatalf("the job has Jobs %v, want %v", got, want)
+	}
+	tj := js[1]
+	if tj.Labels[kubejob.LabelSlot] != "20260309T233000.123Z" || tj.Annotations[kubejob.AnnotationKey] != "nightly@2026-03-09T23:30:00.123Z" ||
+		tj.Annotations[kubejob.AnnotationSlot] != "2026-03-09T23:30:00.123Z" {
+		t.Errorf("the triggered slot's Job has labels %v and annotations %v, want its slot to the millisecond", tj.Labels, tj.Annotations)
+	}
+	if got := e.podEnv(t, e.onlyPod(t, tj.Name).Name)[spec.EnvSlot]; got != "2026-03-09T23:30:00.123Z" {
+		t.Errorf("the triggered slot's Pod has %s=%q, want 2026-03-09T23:30:00.123Z", spec.EnvSlot, got)
 	}
 }
 
@@ -556,33 +576,8 @@ func startCluster(t *testing.T, opts kube.Options, pods bool) *cluster {
 	return c
 }
 
-// minimalCRD is the ScheduledJob CRD of these tests while the chart has
-// none: group, version and kind, with spec and status kept as they are.
-const minimalCRD = `
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: scheduledjobs.leasecron.io
-spec:
-  group: leasecron.io
-  scope: Namespaced
-  names: {plural: scheduledjobs, singular: scheduledjob, kind: ScheduledJob, listKind: ScheduledJobList}
-  versions:
-  - name: v1alpha1
-    served: true
-    storage: true
-    subresources: {status: {}}
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
-          status: {type: object, x-kubernetes-preserve-unknown-fields: true}
-`
-
-// installCRD installs the ScheduledJob CRD — the chart's
-// (charts/leasecron/crds), once it has one, else minimalCRD — and waits
-// until ScheduledJobs are served.
+// installCRD installs the chart's ScheduledJob CRD (charts/leasecron/crds)
+// and waits until ScheduledJobs are served.
 func (c *cluster) installCRD(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -599,10 +594,7 @@ func (c *cluster) installCRD(t *testing.T) {
 		}
 		docs = append(docs, yamlDocs(t, b)...)
 	}
-	if len(docs) == 0 {
-		t.Log("kubejob: charts/leasecron/crds has no CRD yet: installing a minimal ScheduledJob CRD of the test's own")
-		docs = [][]byte{[]byte(minimalCRD)}
-	}
+	installed := 0
 	for _, d := range docs {
 		var obj map[string]any
 		if err := yaml.Unmarshal(d, &obj); err != nil {
@@ -614,6 +606,10 @@ func (c *cluster) installCRD(t *testing.T) {
 		if _, err := c.dyn.Resource(crds).Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{}); err != nil {
 			t.Fatalf("install the ScheduledJob CRD: %v", err)
 		}
+		installed++
+	}
+	if installed == 0 {
+		t.Fatalf("no CustomResourceDefinition in charts/leasecron/crds (files %v): run make generate", files)
 	}
 	err = wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		_, err := c.dyn.Resource(scheduledJobs).Namespace("default").List(ctx, metav1.ListOptions{})

@@ -44,7 +44,8 @@
 //
 // Each slot's Job is the template with:
 //
-//	metadata.name       JobName(job, slot): "<job>-<slot's Unix time>"
+//	metadata.name       JobName(job, slot): "<job>-<slot's Unix time>" (and a triggered
+//	                    slot's milliseconds: "<job>-<Unix time>-<fraction>")
 //	metadata.namespace  the controller's (Kind.Namespace)
 //	labels              leasecron.io/job: <job>, leasecron.io/slot: <slot, such as 20260309T233000Z>
 //	                    (on the Job and on its Pods)
@@ -151,11 +152,13 @@ const KindName = "kubernetesJob"
 const (
 	// LabelJob is the job's name.
 	LabelJob = "leasecron.io/job"
-	// LabelSlot is the slot's time in UTC, such as 20260309T233000Z.
+	// LabelSlot is the slot's time in UTC, such as 20260309T233000Z
+	// (SlotLabel).
 	LabelSlot = "leasecron.io/slot"
 	// AnnotationKey is the slot's key, <job>@<slot RFC 3339 UTC>.
 	AnnotationKey = "leasecron.io/key"
-	// AnnotationSlot is the slot's time, RFC 3339 UTC.
+	// AnnotationSlot is the slot's time, RFC 3339 UTC (with the fraction
+	// of a slot that is not a whole second).
 	AnnotationSlot = "leasecron.io/slot"
 
 	reservedPrefix = "leasecron.io/"
@@ -172,7 +175,7 @@ const (
 const maxName = 63
 
 // slotLabelLayout formats a slot's time as a label value.
-const slotLabelLayout = "20060102T150405Z"
+const slotLabelLayout = "20060102T150405.999999999Z"
 
 // offMessage is what a controller that does not allow kubernetesJob jobs
 // says.
@@ -229,15 +232,21 @@ type Job struct {
 	log       *slog.Logger
 }
 
-// JobName is the name of the Job of job's slot: "<job>-<slot's Unix time>",
-// such as nightly-rollup-1773099000. A name that would be longer than 63
-// characters (a job's name of more than 52) is cut, and 8 hex digits of the
-// SHA-256 of the whole job name follow the cut:
-// "<first 43 characters>-<hash>-<Unix time>". The name is the same on every
-// attempt, leader, catch-up and backfill of the slot, and distinct per slot
-// (slots are whole seconds) and per job.
+// JobName is the name of the Job of job's slot: "<job>-<slot's Unix
+// time>", such as nightly-rollup-1773099000, and for a slot that is not a
+// whole second (a triggered one, to the millisecond) the fraction's digits
+// after another dash, such as nightly-rollup-1773099000-123. When that
+// would be longer than 63 characters (a job's name of more than 52, or of
+// more than 48 with a millisecond fraction), the job's name is cut to fit
+// and 8 hex digits of the SHA-256 of the whole job name follow the cut:
+// "<first 43 characters>-<hash>-<Unix time>" for a whole second. The name
+// is the same on every attempt, leader, catch-up and backfill of the slot,
+// and distinct per slot and per job.
 func JobName(job string, slot time.Time) string {
 	suffix := "-" + strconv.FormatInt(slot.Unix(), 10)
+	if ns := slot.Nanosecond(); ns != 0 {
+		suffix += "-" + strings.TrimRight(fmt.Sprintf("%09d", ns), "0")
+	}
 	if len(job)+len(suffix) <= maxName {
 		return job + suffix
 	}
@@ -248,7 +257,9 @@ func JobName(job string, slot time.Time) string {
 	return prefix + "-" + hash + suffix
 }
 
-// SlotLabel is the value of the leasecron.io/slot label of slot's Job.
+// SlotLabel is the value of the leasecron.io/slot label of slot's Job: its
+// time in UTC, such as 20260309T233000Z, with the fraction of a slot that
+// is not a whole second (20260309T233000.123Z).
 func SlotLabel(slot time.Time) string { return slot.UTC().Format(slotLabelLayout) }
 
 func build(k Kind, j spec.Job) (*Job, error) {

@@ -39,7 +39,7 @@ func (w *Job) Run(ctx context.Context, slot jobs.Slot) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("Job %s/%s not created: %w", w.namespace, name, context.Cause(ctx))
 	}
-	log := w.log.With("job", w.job, "slot", slot.Time.UTC().Format(time.RFC3339), "kubernetes_job", name)
+	log := w.log.With("job", w.job, "slot", slot.Time.UTC().Format(time.RFC3339Nano), "kubernetes_job", name)
 	job, err := w.createOrGet(ctx, slot, name, log)
 	if err != nil {
 		return err
@@ -72,7 +72,7 @@ func (w *Job) createOrGet(ctx context.Context, slot jobs.Slot, name string, log 
 		}
 		if l := got.Labels; l[LabelJob] != w.job || l[LabelSlot] != SlotLabel(slot.Time) {
 			return nil, fmt.Errorf("a Job named %s already exists in namespace %s, and it is not job %s's Job of slot %s (its labels %s=%q, %s=%q): delete or rename that Job, this slot's Job needs its name",
-				name, w.namespace, w.job, slot.Time.UTC().Format(time.RFC3339), LabelJob, l[LabelJob], LabelSlot, l[LabelSlot])
+				name, w.namespace, w.job, slot.Time.UTC().Format(time.RFC3339Nano), LabelJob, l[LabelJob], LabelSlot, l[LabelSlot])
 		}
 		log.Info("following the slot's Job, created before", "created", got.CreationTimestamp.UTC().Format(time.RFC3339), "attempt", slot.Attempt)
 		return got, nil
@@ -89,7 +89,7 @@ func (w *Job) object(slot jobs.Slot, name string) *batchv1.Job {
 	j.Labels = merged(j.Labels, ours)
 	j.Spec.Template.Labels = merged(j.Spec.Template.Labels, ours)
 	j.Annotations = merged(j.Annotations, map[string]string{
-		AnnotationKey: slot.Key, AnnotationSlot: slot.Time.UTC().Format(time.RFC3339),
+		AnnotationKey: slot.Key, AnnotationSlot: slot.Time.UTC().Format(time.RFC3339Nano),
 	})
 	if w.owner != nil {
 		j.OwnerReferences = []metav1.OwnerReference{*w.owner}
@@ -282,7 +282,10 @@ func (w *Job) apiError(ctx context.Context, verb, name string, cur *batchv1.Job,
 		return fmt.Errorf("%s Job %s/%s: the attempt ended first: %w", verb, w.namespace, name, context.Cause(ctx))
 	}
 	hint := ""
-	if apierrors.IsForbidden(err) {
+	switch {
+	case apierrors.IsForbidden(err) && strings.Contains(err.Error(), "blockOwnerDeletion"):
+		hint = ": this API server checks owner references (OwnerReferencesPermissionEnforcement): grant the controller's ServiceAccount update on scheduledjobs/finalizers (leasecron.io) in its namespace too"
+	case apierrors.IsForbidden(err):
 		hint = ": grant the controller's ServiceAccount create, get, list, watch and delete on jobs (batch) in its namespace"
 	}
 	return fmt.Errorf("%s Job %s/%s: %w%s", verb, w.namespace, name, err, hint)
@@ -356,7 +359,7 @@ func (w *Job) deleteOldest(ctx context.Context, js []*batchv1.Job, withJust bool
 // slotOf is the slot of one of the job's Jobs, from its annotation; the
 // zero time if it has none.
 func slotOf(j *batchv1.Job) time.Time {
-	t, _ := time.Parse(time.RFC3339, j.Annotations[AnnotationSlot])
+	t, _ := time.Parse(time.RFC3339Nano, j.Annotations[AnnotationSlot])
 	return t
 }
 

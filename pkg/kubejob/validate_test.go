@@ -217,12 +217,24 @@ func TestJobName(t *testing.T) {
 	if got, want := kubejob.JobName(strings.Repeat("a", 63), slot), regexp.MustCompile(`^a{43}-[0-9a-f]{8}-1773099000$`); !want.MatchString(got) {
 		t.Fatalf("JobName of a 63-character name = %q, want the form %s", got, want)
 	}
+	// A triggered slot, to the millisecond, is not the schedule's slot of
+	// that second.
+	triggered := slot.Add(123 * time.Millisecond)
+	if got, want := kubejob.JobName(jobName, triggered), "nightly-1773099000-123"; got != want {
+		t.Fatalf("JobName of a triggered slot = %q, want %q", got, want)
+	}
+	for at, want := range map[time.Time]string{slot: "20260309T233000Z", triggered: "20260309T233000.123Z"} {
+		if got := kubejob.SlotLabel(at); got != want || len(validation.IsValidLabelValue(got)) > 0 {
+			t.Fatalf("SlotLabel(%s) = %q (%v), want %q, a label value", at.Format(time.RFC3339Nano), got, validation.IsValidLabelValue(got), want)
+		}
+	}
 	seen := map[string]string{}
 	for n := 1; n <= 63; n++ {
 		for _, name := range []string{strings.Repeat("b", n), strings.Repeat("b", n-1) + "c", strings.Repeat("b-", n)[:n-1] + "x"} {
-			for _, s := range []time.Time{slot, slot.Add(time.Second), slot.AddDate(0, 0, 1), time.Date(2286, 11, 20, 17, 46, 39, 0, time.UTC)} {
+			for _, s := range []time.Time{slot, slot.Add(time.Second), slot.AddDate(0, 0, 1), time.Date(2286, 11, 20, 17, 46, 39, 0, time.UTC),
+				slot.Add(time.Millisecond), slot.Add(10 * time.Millisecond), slot.Add(100 * time.Millisecond), slot.Add(999999999)} {
 				got := kubejob.JobName(name, s)
-				what := fmt.Sprintf("JobName(%q, %s)", name, s.Format(time.RFC3339))
+				what := fmt.Sprintf("JobName(%q, %s)", name, s.Format(time.RFC3339Nano))
 				if msgs := validation.IsDNS1123Label(got); len(msgs) > 0 {
 					t.Fatalf("%s = %q: not a DNS-1123 label: %s", what, got, strings.Join(msgs, "; "))
 				}
@@ -233,7 +245,7 @@ func TestJobName(t *testing.T) {
 					t.Fatalf("%s = %q, as %s", what, got, other)
 				}
 				seen[got] = what
-				if suffix := fmt.Sprintf("-%d", s.Unix()); len(name)+len(suffix) <= 63 && got != name+suffix {
+				if suffix := fmt.Sprintf("-%d", s.Unix()); s.Nanosecond() == 0 && len(name)+len(suffix) <= 63 && got != name+suffix {
 					t.Fatalf("%s = %q, want the whole name: %q", what, got, name+suffix)
 				}
 			}

@@ -39,6 +39,7 @@ func IsSlotEnvName(name string) bool { return slices.Contains(SlotEnvNames(), na
 // current time:
 //
 //	LEASECRON_SLOT       the slot's time, RFC 3339 UTC, such as 2026-03-10T04:00:00Z
+//	                     (a triggered slot has its fraction: 2026-03-10T04:12:31.417Z)
 //	LEASECRON_SLOT_DATE  its calendar date in the job's zone, YYYY-MM-DD
 //	LEASECRON_PREV_SLOT  the schedule's slot before it, RFC 3339 UTC ("" if none)
 //	LEASECRON_JOB        the job's name
@@ -48,10 +49,10 @@ func IsSlotEnvName(name string) bool { return slices.Contains(SlotEnvNames(), na
 func SlotEnv(s jobs.Slot) []SlotVar {
 	prev := ""
 	if !s.Prev.IsZero() {
-		prev = s.Prev.UTC().Format(time.RFC3339)
+		prev = s.Prev.UTC().Format(time.RFC3339Nano)
 	}
 	return []SlotVar{
-		{EnvSlot, s.Time.UTC().Format(time.RFC3339)},
+		{EnvSlot, s.Time.UTC().Format(time.RFC3339Nano)},
 		{EnvSlotDate, s.Date.String()},
 		{EnvPrevSlot, prev},
 		{EnvJob, s.Job},
