@@ -91,7 +91,7 @@ func TestOwnerReferencesPermissionEnforcement(t *testing.T) {
 	c.apply(t, ns, sj)
 
 	e := &env{cluster: c, ns: ns, log: newLogSink()}
-	e.kind = kubejob.Kind{Client: kubernetes.NewForConfigOrDie(c.cp.ServiceAccountConfig(t, ns, "rules", kubejob.Rules()...)), Namespace: ns}
+	e.kind = kubejob.Kind{Jobs: restJobs(t, c.cp.ServiceAccountConfig(t, ns, "rules", kubejob.Rules()...), ns), Namespace: ns}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	err := e.work(t, sj).Run(ctx, slotOf(jobName, 1, 1, slot))
@@ -102,7 +102,7 @@ func TestOwnerReferencesPermissionEnforcement(t *testing.T) {
 	t.Logf("with the kind's rules only: %v", err)
 
 	rules := append(kubejob.Rules(), rbacRule("leasecron.io", "scheduledjobs/finalizers", "update"))
-	e.kind = kubejob.Kind{Client: kubernetes.NewForConfigOrDie(c.cp.ServiceAccountConfig(t, ns, "finalizers", rules...)), Namespace: ns}
+	e.kind = kubejob.Kind{Jobs: restJobs(t, c.cp.ServiceAccountConfig(t, ns, "finalizers", rules...), ns), Namespace: ns}
 	running := enginetest.RunAsync(ctx, e.work(t, sj), slotOf(jobName, 1, 1, slot))
 	job := e.waitJob(t, kubejob.JobName(jobName, slot))
 	cancel()
@@ -209,7 +209,7 @@ func testTwoLeaders(t *testing.T, e *env) {
 	defer cancel()
 	// Each leader has a client of its own.
 	a := e.work(t, sj)
-	e.kind.Client = kubernetes.NewForConfigOrDie(e.cfg)
+	e.kind.Jobs = restJobs(t, e.cfg, e.ns)
 	b := e.work(t, sj)
 	ra := enginetest.RunAsync(ctx, a, slotOf(jobName, 1, 7, slot))
 	rb := enginetest.RunAsync(ctx, b, slotOf(jobName, 1, 8, slot))
@@ -516,7 +516,7 @@ func testForeignJob(t *testing.T, e *env) {
 // Without the kind's rules, Run fails and says what to grant.
 func testForbidden(t *testing.T, e *env) {
 	cfg := e.cp.ServiceAccountConfig(t, e.ns, "nobody")
-	e.kind = kubejob.Kind{Client: kubernetes.NewForConfigOrDie(cfg), Namespace: e.ns}
+	e.kind = kubejob.Kind{Jobs: restJobs(t, cfg, e.ns), Namespace: e.ns}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	err := e.work(t, newJob(jobName, template())).Run(ctx, slotOf(jobName, 1, 1, slot))
@@ -675,7 +675,7 @@ func (c *cluster) env(t *testing.T, name string) *env {
 	t.Helper()
 	e := &env{cluster: c, ns: c.cp.Namespace(t, name), dir: t.TempDir(), log: newLogSink()}
 	e.cfg = c.cp.ServiceAccountConfig(t, e.ns, "leasecron", kubejob.Rules()...)
-	e.kind = kubejob.Kind{Client: kubernetes.NewForConfigOrDie(e.cfg), Namespace: e.ns}
+	e.kind = kubejob.Kind{Jobs: restJobs(t, e.cfg, e.ns), Namespace: e.ns}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("log of the kind and the engine:\n%s", e.log)
@@ -909,4 +909,15 @@ func (s *logSink) count(msg string) int {
 		}
 	}
 	return n
+}
+
+// restJobs is the kind's own REST client (NewJobs), as the controller
+// builds it, so that the tests drive the client it ships.
+func restJobs(t *testing.T, cfg *rest.Config, namespace string) kubejob.Jobs {
+	t.Helper()
+	j, err := kubejob.NewJobs(cfg, namespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
 }

@@ -100,7 +100,7 @@
 //
 // # Privilege and RBAC
 //
-// The kind is off unless the controller turns it on (Kind.Client; the
+// The kind is off unless the controller turns it on (Kind.Jobs; the
 // chart's kubernetesJob.enabled: true, the flag --allow-kubernetes-jobs):
 // without it, a kubernetesJob job is refused when the jobs are loaded.
 // Creating a Job means running any Pod in the namespace: whoever can define
@@ -137,8 +137,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	typedbatchv1 "k8s.io/client-go/kubernetes/typed/batch/v1"
 	"k8s.io/utils/ptr"
 
 	"github.com/leasecron/leasecron/pkg/spec"
@@ -194,8 +192,9 @@ func Rules() []rbacv1.PolicyRule {
 // refuses every kubernetesJob job: a controller turns the kind on by giving
 // it a client.
 type Kind struct {
-	// Client creates, follows and deletes the Jobs. Nil turns the kind off.
-	Client kubernetes.Interface
+	// Jobs creates, follows and deletes the Jobs, in Namespace (NewJobs, or
+	// a clientset's BatchV1().Jobs(Namespace)). Nil turns the kind off.
+	Jobs Jobs
 	// Namespace is where the Jobs are created: the controller's namespace,
 	// where its ScheduledJobs are.
 	Namespace string
@@ -207,7 +206,7 @@ func (Kind) Name() string { return KindName }
 // Build implements spec.Kind: it checks spec.kubernetesJob and returns a
 // *Job. Without a client, it refuses the job. It makes no API call.
 func (k Kind) Build(j spec.Job) (any, error) {
-	if k.Client == nil {
+	if k.Jobs == nil {
 		return nil, j.Errorf("spec.kubernetesJob", "%s", offMessage)
 	}
 	w, err := build(k, j)
@@ -228,7 +227,7 @@ type Job struct {
 	timeout   time.Duration          // spec.timeout, for messages
 	keepOK    int
 	keepFail  int
-	api       typedbatchv1.JobInterface // in namespace
+	api       Jobs // in namespace
 	log       *slog.Logger
 }
 
@@ -351,7 +350,7 @@ func build(k Kind, j spec.Job) (*Job, error) {
 	w := &Job{
 		job: j.Name, namespace: k.Namespace, template: t.DeepCopy(),
 		deadline: max(int64(math.Ceil(j.Policy.Timeout.Seconds())), 1), timeout: j.Policy.Timeout,
-		keepOK: keepOK, keepFail: keepFail, api: k.Client.BatchV1().Jobs(k.Namespace), log: j.Env.Log,
+		keepOK: keepOK, keepFail: keepFail, api: k.Jobs, log: j.Env.Log,
 	}
 	if w.log == nil {
 		w.log = slog.Default()

@@ -81,7 +81,7 @@ func noAPI(t *testing.T) *fake.Clientset {
 
 // A valid job builds into a jobs.Job, without an API call.
 func TestBuildAcceptsAValidJob(t *testing.T) {
-	def, err := spec.NewCatalog(kubejob.Kind{Client: noAPI(t), Namespace: "leasecron"}).Definition(newJob(jobName, template()), spec.Env{})
+	def, err := spec.NewCatalog(kubejob.Kind{Jobs: noAPI(t).BatchV1().Jobs("leasecron"), Namespace: "leasecron"}).Definition(newJob(jobName, template()), spec.Env{})
 	if err != nil {
 		t.Fatalf("building a valid job: %v", err)
 	}
@@ -189,7 +189,7 @@ func TestBuildRefusals(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			k := kubejob.Kind{Client: noAPI(t), Namespace: "leasecron"}
+			k := kubejob.Kind{Jobs: noAPI(t).BatchV1().Jobs("leasecron"), Namespace: "leasecron"}
 			if c.kind != nil {
 				c.kind(&k)
 			}

@@ -66,7 +66,7 @@ func TestFollowRewatchesAndRereads(t *testing.T) {
 		return false, nil, nil // the tracker answers: AlreadyExists
 	})
 
-	def, err := spec.NewCatalog(kubejob.Kind{Client: c, Namespace: ns}).Definition(newJob(jobName, template()), spec.Env{})
+	def, err := spec.NewCatalog(kubejob.Kind{Jobs: c.BatchV1().Jobs(ns), Namespace: ns}).Definition(newJob(jobName, template()), spec.Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
