@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -47,6 +48,8 @@ func newJobsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// What the listing leaves out (--jobs-source cluster) is said on stderr.
+			js.log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 			set, err := js.load(dialect)
 			if err != nil {
 				return err

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -10,6 +11,10 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/leasecron/leasecron/internal/cluster"
 
 	"github.com/leasecron/leasecron/pkg/commandjob"
 	"github.com/leasecron/leasecron/pkg/dailystats"
@@ -44,9 +49,13 @@ type jobsOptions struct {
 	// kube runs kubernetesJob jobs (run --allow-kubernetes-jobs); nil
 	// refuses them.
 	kube *kubejob.Kind
-	// fromCluster: the cluster's ScheduledJobs are the jobs (run
-	// --jobs-source cluster); the flags add only what they name.
+	// source is --jobs-source; fromCluster is source == "cluster": the
+	// cluster's ScheduledJobs are the jobs, the flags add only what they
+	// name. run watches them (cluster.Source); the other commands list them
+	// once in load, unless watched is set.
+	source      string
 	fromCluster bool
+	watched     bool
 	// policy defaults, set by commands that have the flags
 	defaults jobs.Policy
 	// log is where the jobs' work logs (a command's output).
@@ -56,6 +65,7 @@ type jobsOptions struct {
 func (o *jobsOptions) addFlags(fs *pflag.FlagSet, withJobs bool) {
 	fs.StringVar(&o.timezone, "timezone", "", "IANA time zone of the schedules and of the dates jobs write, for jobs that name none (default: the local zone, honouring TZ)")
 	if withJobs {
+		fs.StringVar(&o.source, "jobs-source", "file", "where the jobs come from: file (--jobs-file, or the built-in daily-stats job) or cluster (the ScheduledJob objects of the namespace: run watches the Lease's namespace; other commands read the in-cluster or $KUBECONFIG namespace; --schedule adds daily-stats)")
 		fs.StringVar(&o.jobsFile, "jobs-file", "", "YAML file of ScheduledJob documents to run (watched by run: edits apply without a restart); without it, the built-in daily-stats job runs")
 		o.addAllowCommands(fs)
 		fs.StringArrayVar(&o.schedules, "schedule", nil, "daily-stats=EXPR: the built-in daily-stats job's cron schedule, 5 or 6 fields (seconds optional) or a descriptor like @daily (default daily-stats=50 0 0 * * *; with --jobs-file, giving it adds the job)")
@@ -124,9 +134,30 @@ func (s *jobSet) names() string {
 	return strings.Join(n, ", ")
 }
 
+// checkSource validates --jobs-source and sets fromCluster.
+func (o *jobsOptions) checkSource() error {
+	switch o.source {
+	case "", "file":
+	case "cluster":
+		if o.jobsFile != "" {
+			return usagef("--jobs-source cluster and --jobs-file are both set: the jobs come from the cluster's ScheduledJobs or from a file, not both")
+		}
+		o.fromCluster = true
+	default:
+		return usagef("--jobs-source %q is not valid: use file or cluster", o.source)
+	}
+	return nil
+}
+
 // load reads the jobs file (if any) and the flags' jobs and builds them for
-// a ledger of dialect. Every problem is a usage error, one line each.
+// a ledger of dialect. Every problem is a usage error, one line each. With
+// --jobs-source cluster (and not watched), it adds the namespace's
+// ScheduledJobs that this controller can run; the others are logged and
+// left out, as the leader leaves them out.
 func (o *jobsOptions) load(dialect string) (*jobSet, error) {
+	if err := o.checkSource(); err != nil {
+		return nil, err
+	}
 	loc, err := o.location()
 	if err != nil {
 		return nil, err
@@ -148,12 +179,63 @@ func (o *jobsOptions) load(dialect string) (*jobSet, error) {
 		}
 		list = append(fromFile, list...)
 	}
-	defs, err := o.catalog().Definitions(list, spec.Env{Location: loc, Defaults: o.defaults, Dialect: dialect, Log: o.log})
+	env := spec.Env{Location: loc, Defaults: o.defaults, Dialect: dialect, Log: o.log}
+	defs, err := o.catalog().Definitions(list, env)
 	if err != nil {
 		return nil, usageError{o.explain(err)}
 	}
+	if o.fromCluster && !o.watched {
+		more, err := o.clusterJobs(env, defs)
+		if err != nil {
+			return nil, err
+		}
+		defs = append(defs, more...)
+	}
 	set.defs = defs
 	return set, nil
+}
+
+// clusterJobs lists the ScheduledJobs of the namespace that the in-cluster
+// config (in a Pod) or $KUBECONFIG names, and builds those this controller
+// runs; the flags' jobs (static) keep their names.
+func (o *jobsOptions) clusterJobs(env spec.Env, static []jobs.Definition) ([]jobs.Definition, error) {
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(clientcmd.NewDefaultClientConfigLoadingRules(), &clientcmd.ConfigOverrides{})
+	cfg, err := cc.ClientConfig()
+	if err != nil {
+		return nil, usagef("--jobs-source cluster: no cluster to read ScheduledJobs from (run in a Pod, or set KUBECONFIG): %v", err)
+	}
+	ns, _, err := cc.Namespace()
+	if err != nil {
+		return nil, usagef("--jobs-source cluster: %v", err)
+	}
+	client, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, usagef("cannot build a Kubernetes client: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	objs, err := cluster.List(ctx, client, ns)
+	if err != nil {
+		return nil, err
+	}
+	taken := map[string]bool{}
+	for _, d := range static {
+		taken[d.Name] = true
+	}
+	log := o.log
+	if log == nil {
+		log = slog.Default()
+	}
+	var defs []jobs.Definition
+	for _, sj := range objs {
+		d, err := o.catalog().Definition(sj, env)
+		if err != nil || taken[sj.Name] {
+			log.Warn("ScheduledJob left out: the leader does not run it either", "scheduled_job", sj.Name, "err", err)
+			continue
+		}
+		defs = append(defs, d)
+	}
+	return defs, nil
 }
 
 // explain puts each problem on its own line with its source: the jobs file,

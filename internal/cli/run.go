@@ -56,7 +56,6 @@ type runOptions struct {
 	shutdownGrace time.Duration
 	httpAddr      string
 	dbLostTimeout time.Duration
-	jobsSource    string
 	allowKubeJobs bool
 }
 
@@ -79,7 +78,6 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace-period", 30*time.Second, "on SIGTERM, how long running slots may finish before the leader lets go")
 	fs.StringVar(&o.httpAddr, "http-addr", ":8080", "address of /healthz, /readyz and /metrics (port 0 picks a free port)")
 	fs.BoolVar(&o.allowKubeJobs, "allow-kubernetes-jobs", false, "lease mode: run kubernetesJob jobs, one batch/v1 Job per slot in the Lease's namespace; whoever can define jobs can then run any Pod there (off: such jobs are refused)")
-	fs.StringVar(&o.jobsSource, "jobs-source", "file", "where the jobs come from: file (--jobs-file, or the built-in daily-stats job) or cluster (the ScheduledJob objects in the Lease's namespace, watched; lease mode only; --schedule adds daily-stats)")
 	fs.IntVar(&o.db.maxConns, "database-max-connections", model.DefaultMaxConns, "how many connections the jobs may hold at once (work in the ledger's transaction holds one while it runs; the rest wait for one); the leader's own checks use 2 more")
 	fs.DurationVar(&o.dbLostTimeout, "database-lost-timeout", time.Minute, "a leader that cannot begin its term or reach the database for this long lets go, so a replica that can reach it leads: exit 1 in lease mode, release the lock and wait in filelock mode")
 }
@@ -223,15 +221,9 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 	if o.catchUpLimit < 0 {
 		return usagef("--catch-up-limit must be 0 or more (got %d)", o.catchUpLimit)
 	}
-	switch o.jobsSource {
-	case "file":
-	case "cluster":
-		if o.jobs.jobsFile != "" {
-			return usagef("--jobs-source cluster and --jobs-file are both set: the jobs come from the cluster's ScheduledJobs or from a file, not both")
-		}
-		o.jobs.fromCluster = true
-	default:
-		return usagef("--jobs-source %q is not valid: use file or cluster", o.jobsSource)
+	o.jobs.watched = true // the cluster source watches the ScheduledJobs
+	if err := o.jobs.checkSource(); err != nil {
+		return err
 	}
 	if o.db.maxConns < 1 {
 		return usagef("--database-max-connections must be 1 or more (got %d)", o.db.maxConns)

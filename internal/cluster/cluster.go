@@ -173,6 +173,28 @@ func Check(ctx context.Context, client dynamic.Interface, namespace string) erro
 	return fmt.Errorf("list ScheduledJobs in %s: %w", namespace, err)
 }
 
+// List reads the namespace's ScheduledJobs once, by name (for the commands
+// that do not watch).
+func List(ctx context.Context, client dynamic.Interface, namespace string) ([]*spec.ScheduledJob, error) {
+	if err := Check(ctx, client, namespace); err != nil {
+		return nil, err
+	}
+	list, err := client.Resource(Resource).Namespace(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list ScheduledJobs in %s: %w", namespace, err)
+	}
+	out := make([]*spec.ScheduledJob, 0, len(list.Items))
+	for i := range list.Items {
+		sj := &spec.ScheduledJob{}
+		if err := fromUnstructured(&list.Items[i], sj); err != nil {
+			return nil, fmt.Errorf("ScheduledJob %s cannot be read: %w", list.Items[i].GetName(), err)
+		}
+		out = append(out, sj)
+	}
+	slices.SortFunc(out, func(a, b *spec.ScheduledJob) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
 // Run watches the namespace's ScheduledJobs and applies them to sched
 // until ctx ends; ready (if not nil) is closed once the first list has been
 // applied. While this process leads, it writes status and runs triggers.

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -31,17 +29,6 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// crdFile is the chart's CRD: the one users install.
-func crdFile(t *testing.T) string {
-	_, here, _, _ := runtime.Caller(0)
-	p := filepath.Join(filepath.Dir(here), "..", "..", "charts", "leasecron", "crds", "leasecron.io_scheduledjobs.yaml")
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("the chart's CRD: %v (run make generate)", err)
-	}
-	return p
-}
-
-var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 var nsResource = schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
 
 // env is a control plane with the CRD, a namespace, and a ledger.
@@ -62,31 +49,7 @@ func start(t *testing.T, tune func(*Options)) *env {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	b, err := os.ReadFile(crdFile(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	crd := &unstructured.Unstructured{}
-	if err := yaml.Unmarshal(b, &crd.Object); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client.Resource(crdResource).Create(ctx, crd, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	await(t, "the CRD to be established", func() bool {
-		u, err := client.Resource(crdResource).Get(ctx, crd.GetName(), metav1.GetOptions{})
-		if err != nil {
-			return false
-		}
-		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-		for _, c := range conds {
-			m, _ := c.(map[string]any)
-			if m["type"] == "Established" && m["status"] == "True" {
-				return true
-			}
-		}
-		return false
-	})
+	cp.InstallCRDs(t)
 	ns := "jobs"
 	nsObj := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}}}
 	if _, err := client.Resource(nsResource).Create(ctx, nsObj, metav1.CreateOptions{}); err != nil {

@@ -6,13 +6,11 @@
 package kubejob_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"os"
@@ -33,12 +31,10 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/yaml"
 
 	"github.com/leasecron/leasecron/internal/testenv/enginetest"
 	"github.com/leasecron/leasecron/internal/testenv/kube"
@@ -572,69 +568,8 @@ func startCluster(t *testing.T, opts kube.Options, pods bool) *cluster {
 			}
 		})
 	}
-	c.installCRD(t)
+	c.cp.InstallCRDs(t)
 	return c
-}
-
-// installCRD installs the chart's ScheduledJob CRD (charts/leasecron/crds)
-// and waits until ScheduledJobs are served.
-func (c *cluster) installCRD(t *testing.T) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	files, err := filepath.Glob(filepath.Join("..", "..", "charts", "leasecron", "crds", "*.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var docs [][]byte
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		docs = append(docs, yamlDocs(t, b)...)
-	}
-	installed := 0
-	for _, d := range docs {
-		var obj map[string]any
-		if err := yaml.Unmarshal(d, &obj); err != nil {
-			t.Fatal(err)
-		}
-		if obj["kind"] != "CustomResourceDefinition" {
-			continue
-		}
-		if _, err := c.dyn.Resource(crds).Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{}); err != nil {
-			t.Fatalf("install the ScheduledJob CRD: %v", err)
-		}
-		installed++
-	}
-	if installed == 0 {
-		t.Fatalf("no CustomResourceDefinition in charts/leasecron/crds (files %v): run make generate", files)
-	}
-	err = wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		_, err := c.dyn.Resource(scheduledJobs).Namespace("default").List(ctx, metav1.ListOptions{})
-		return err == nil, nil
-	})
-	if err != nil {
-		t.Fatalf("ScheduledJobs are not served a minute after the CRD was created: %v", err)
-	}
-}
-
-func yamlDocs(t *testing.T, b []byte) [][]byte {
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(b)))
-	var out [][]byte
-	for {
-		d, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(bytes.TrimSpace(d)) > 0 {
-			out = append(out, d)
-		}
-	}
 }
 
 // apply creates sj as a ScheduledJob object in ns and sets its namespace
