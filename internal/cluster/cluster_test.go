@@ -322,3 +322,42 @@ spec:
 		return true
 	})
 }
+
+// Status writes of the whole namespace stay within the rate limit: 40
+// per-second jobs, whose status would change every second, get at most
+// burst + qps × seconds writes.
+func TestStatusWritesAreRateLimited(t *testing.T) {
+	const qps, burst, n = 5, 5, 40
+	e := start(t, func(o *Options) { o.StatusQPS, o.StatusBurst, o.StatusMinInterval = qps, burst, 200*time.Millisecond })
+	for i := range n {
+		e.apply(t, counterJob(fmt.Sprintf("j%02d", i), "* * * * * *", ""))
+	}
+	w, err := e.res().Watch(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	e.lead(t)
+	start := time.Now()
+	writes := 0
+	window := 3 * time.Second
+	for deadline := time.After(window); ; {
+		select {
+		case ev := <-w.ResultChan():
+			if ev.Type == "MODIFIED" {
+				writes++
+			}
+			continue
+		case <-deadline: // the window the test measures
+		}
+		break
+	}
+	limit := burst + int(qps*time.Since(start).Seconds()) + 1
+	t.Logf("%d status writes in %s for %d per-second jobs (limit %d)", writes, time.Since(start).Round(time.Millisecond), n, limit)
+	if writes == 0 {
+		t.Fatal("no status written")
+	}
+	if writes > limit {
+		t.Fatalf("%d status writes in %s, above the limit of %d", writes, window, limit)
+	}
+}
