@@ -70,6 +70,7 @@ func TestBadInput(t *testing.T) {
 		{"unknown jobs source", nil, []string{"run", "--jobs-source", "etcd"}, `--jobs-source "etcd" is not valid: use file or cluster`},
 		{"cluster jobs and a jobs file", nil, []string{"run", "--jobs-source", "cluster", "--jobs-file", "/nonexistent/jobs.yaml"}, "--jobs-source cluster and --jobs-file are both set"},
 		{"cluster jobs in filelock mode", nil, []string{"run", "--jobs-source", "cluster", "--mode", "filelock"}, "--jobs-source cluster needs lease mode"},
+		{"kubernetes jobs in filelock mode", nil, []string{"run", "--allow-kubernetes-jobs", "--mode", "filelock"}, "--allow-kubernetes-jobs needs lease mode"},
 		{"no database connections", nil, []string{"run", "--database-max-connections", "0"}, "--database-max-connections must be 1 or more (got 0)"},
 		{"kubeconfig missing", nil, []string{"run", "--kubeconfig", "/nonexistent/kubeconfig"}, "--kubeconfig /nonexistent/kubeconfig cannot be read"},
 		{"lock dir missing", nil, []string{"run", "--lock-file", "/nonexistent/dir/leasecron.lock"}, "lock file directory /nonexistent/dir does not exist"},

@@ -15,18 +15,25 @@ import (
 	"github.com/leasecron/leasecron/pkg/dailystats"
 	"github.com/leasecron/leasecron/pkg/httpjob"
 	"github.com/leasecron/leasecron/pkg/jobs"
+	"github.com/leasecron/leasecron/pkg/kubejob"
 	"github.com/leasecron/leasecron/pkg/spec"
 	"github.com/leasecron/leasecron/pkg/sqljob"
 )
 
 // catalog is the kinds this binary runs. command jobs are refused, with the
-// flag that allows them, unless allowCommands.
-func catalog(allowCommands bool) *spec.Catalog {
-	return spec.NewCatalog(dailystats.Kind{}, sqljob.Kind{}, httpjob.Kind{}, commandjob.Kind{Allowed: allowCommands})
+// flag that allows them, unless allowCommands;
+// kubernetesJob jobs are refused unless kube is set (run with
+// --allow-kubernetes-jobs in lease mode).
+func catalog(allowCommands bool, kube *kubejob.Kind) *spec.Catalog {
+	k := kubejob.Kind{}
+	if kube != nil {
+		k = *kube
+	}
+	return spec.NewCatalog(dailystats.Kind{}, sqljob.Kind{}, httpjob.Kind{}, commandjob.Kind{Allowed: allowCommands}, k)
 }
 
 // catalog is the kinds these options allow.
-func (o *jobsOptions) catalog() *spec.Catalog { return catalog(o.allowCommands) }
+func (o *jobsOptions) catalog() *spec.Catalog { return catalog(o.allowCommands, o.kube) }
 
 // jobsOptions say which jobs run, in which zone, with which defaults.
 type jobsOptions struct {
@@ -34,6 +41,9 @@ type jobsOptions struct {
 	schedules     []string
 	jobsFile      string
 	allowCommands bool
+	// kube runs kubernetesJob jobs (run --allow-kubernetes-jobs); nil
+	// refuses them.
+	kube *kubejob.Kind
 	// fromCluster: the cluster's ScheduledJobs are the jobs (run
 	// --jobs-source cluster); the flags add only what they name.
 	fromCluster bool

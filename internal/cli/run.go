@@ -25,6 +25,7 @@ import (
 
 	"github.com/leasecron/leasecron/internal/cluster"
 	"github.com/leasecron/leasecron/pkg/jobs"
+	"github.com/leasecron/leasecron/pkg/kubejob"
 	"github.com/leasecron/leasecron/pkg/leader"
 	"github.com/leasecron/leasecron/pkg/metrics"
 	"github.com/leasecron/leasecron/pkg/model"
@@ -56,6 +57,7 @@ type runOptions struct {
 	httpAddr      string
 	dbLostTimeout time.Duration
 	jobsSource    string
+	allowKubeJobs bool
 }
 
 func (o *runOptions) addFlags(fs *pflag.FlagSet) {
@@ -76,6 +78,7 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.jobTimeout, "job-timeout", 10*time.Minute, "time limit of one attempt of a slot")
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace-period", 30*time.Second, "on SIGTERM, how long running slots may finish before the leader lets go")
 	fs.StringVar(&o.httpAddr, "http-addr", ":8080", "address of /healthz, /readyz and /metrics (port 0 picks a free port)")
+	fs.BoolVar(&o.allowKubeJobs, "allow-kubernetes-jobs", false, "lease mode: run kubernetesJob jobs, one batch/v1 Job per slot in the Lease's namespace; whoever can define jobs can then run any Pod there (off: such jobs are refused)")
 	fs.StringVar(&o.jobsSource, "jobs-source", "file", "where the jobs come from: file (--jobs-file, or the built-in daily-stats job) or cluster (the ScheduledJob objects in the Lease's namespace, watched; lease mode only; --schedule adds daily-stats)")
 	fs.IntVar(&o.db.maxConns, "database-max-connections", model.DefaultMaxConns, "how many connections the jobs may hold at once (work in the ledger's transaction holds one while it runs; the rest wait for one); the leader's own checks use 2 more")
 	fs.DurationVar(&o.dbLostTimeout, "database-lost-timeout", time.Minute, "a leader that cannot begin its term or reach the database for this long lets go, so a replica that can reach it leads: exit 1 in lease mode, release the lock and wait in filelock mode")
@@ -238,10 +241,6 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 		o.jobs.defaults.CatchUpLimit = -1 // disabled
 	}
 	o.jobs.log = log
-	set, err := o.jobs.load(dsn.Dialect)
-	if err != nil {
-		return err
-	}
 	if _, _, err := net.SplitHostPort(o.httpAddr); err != nil {
 		return usagef("--http-addr %q is not HOST:PORT (for example :8080, or 127.0.0.1:0 for a free port)", o.httpAddr)
 	}
@@ -252,6 +251,20 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 	o.mode = plan.mode
 	if o.jobs.fromCluster && o.mode != "lease" {
 		return usagef("--jobs-source cluster needs lease mode (a cluster): give --mode lease with --kubeconfig, or run in a cluster")
+	}
+	if o.allowKubeJobs {
+		if o.mode != "lease" {
+			return usagef("--allow-kubernetes-jobs needs lease mode (a cluster): give --mode lease with --kubeconfig, or run in a cluster")
+		}
+		client, err := kubejob.NewJobs(plan.rest, plan.namespace)
+		if err != nil {
+			return usagef("cannot build a Kubernetes client: %v", err)
+		}
+		o.jobs.kube = &kubejob.Kind{Jobs: client, Namespace: plan.namespace}
+	}
+	set, err := o.jobs.load(dsn.Dialect)
+	if err != nil {
+		return err
 	}
 	identity := o.identityOrDefault()
 	log = log.With("identity", identity)

@@ -119,24 +119,6 @@ const KindName = "command"
 // SIGTERM and SIGKILL, when its spec sets no gracePeriod.
 const DefaultGracePeriod = 10 * time.Second
 
-// The names of the slot context in the program's environment. A spec may
-// not set them.
-const (
-	EnvSlot     = "LEASECRON_SLOT"
-	EnvSlotDate = "LEASECRON_SLOT_DATE"
-	EnvPrevSlot = "LEASECRON_PREV_SLOT"
-	EnvJob      = "LEASECRON_JOB"
-	EnvKey      = "LEASECRON_KEY"
-	EnvAttempt  = "LEASECRON_ATTEMPT"
-	EnvTerm     = "LEASECRON_TERM"
-)
-
-// contextNames lists the slot context's variables, in the order the
-// program's environment has them.
-func contextNames() []string {
-	return []string{EnvSlot, EnvSlotDate, EnvPrevSlot, EnvJob, EnvKey, EnvAttempt, EnvTerm}
-}
-
 // offMessage is what a controller that does not allow command jobs says.
 const offMessage = "command jobs are off in this controller: start it with --allow-command-jobs (it runs programs as the controller's user)"
 
@@ -344,7 +326,7 @@ func checkEnvName(name, field string, seen map[string]string, bad func(field, fo
 	case !validName(name):
 		bad(field, "%q is not a valid environment variable name: use letters, digits and _, not starting with a digit (such as API_TOKEN)", name)
 		return false
-	case slices.Contains(contextNames(), name):
+	case spec.IsSlotEnvName(name):
 		bad(field, "%s is set by the command kind to the slot context: remove it, or use another name", name)
 		return false
 	}

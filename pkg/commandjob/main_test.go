@@ -305,19 +305,3 @@ func result(t *testing.T, ch <-chan error, within time.Duration) error {
 		return nil
 	}
 }
-
-// fieldErrors flattens the FieldErrors in a (joined) error.
-func fieldErrors(err error) []*spec.FieldError {
-	var out []*spec.FieldError
-	var fe *spec.FieldError
-	switch j, joined := err.(interface{ Unwrap() []error }); {
-	case err == nil:
-	case joined:
-		for _, e := range j.Unwrap() {
-			out = append(out, fieldErrors(e)...)
-		}
-	case errors.As(err, &fe):
-		out = append(out, fe)
-	}
-	return out
-}

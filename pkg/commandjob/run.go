@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/leasecron/leasecron/pkg/jobs"
+	"github.com/leasecron/leasecron/pkg/spec"
 )
 
 const (
@@ -245,25 +246,15 @@ func (w *Job) environ(slot jobs.Slot) (env, secrets []string, err error) {
 	set := func(name string) bool {
 		return slices.ContainsFunc(w.env, func(v envVar) bool { return v.name == name })
 	}
-	env = make([]string, 0, 2+len(contextNames())+len(w.env))
+	env = make([]string, 0, 2+len(spec.SlotEnvNames())+len(w.env))
 	for _, name := range []string{"PATH", "HOME"} {
 		if v, ok := w.lookupEnv(name); ok && !set(name) {
 			env = append(env, name+"="+v)
 		}
 	}
-	prev := ""
-	if !slot.Prev.IsZero() {
-		prev = slot.Prev.UTC().Format(time.RFC3339)
+	for _, v := range spec.SlotEnv(slot) {
+		env = append(env, v.Name+"="+v.Value)
 	}
-	env = append(env,
-		EnvSlot+"="+slot.Time.UTC().Format(time.RFC3339),
-		EnvSlotDate+"="+slot.Date.String(),
-		EnvPrevSlot+"="+prev,
-		EnvJob+"="+slot.Job,
-		EnvKey+"="+slot.Key,
-		EnvAttempt+"="+strconv.Itoa(slot.Attempt),
-		EnvTerm+"="+strconv.FormatInt(slot.Term, 10),
-	)
 	var vals []string
 	for _, v := range w.env {
 		val := v.value

@@ -26,7 +26,7 @@ func lookup(vars map[string]string) func(string) (string, bool) {
 func TestOffUnlessAllowed(t *testing.T) {
 	for _, c := range []*spec.Command{{Args: []string{"sh", "-c", "true"}}, {}} {
 		_, err := spec.NewCatalog(commandjob.Kind{}).Definition(newJob(c), spec.Env{})
-		fes := fieldErrors(err)
+		fes := spec.FieldErrors(err)
 		if len(fes) != 1 {
 			t.Fatalf("args %q: got %d field errors, want 1: %v", c.Args, len(fes), err)
 		}
@@ -117,7 +117,7 @@ func TestValidationNamesJobAndField(t *testing.T) {
 			if err == nil {
 				t.Fatal("the job was accepted")
 			}
-			fes := fieldErrors(err)
+			fes := spec.FieldErrors(err)
 			if len(fes) != 1 {
 				t.Fatalf("got %d field errors, want 1: %v", len(fes), err)
 			}
@@ -144,7 +144,7 @@ func TestValidationReportsEveryProblem(t *testing.T) {
 	})
 	_, err := catalog().Definition(sj, spec.Env{LookupEnv: lookup(nil)})
 	var got []string
-	for _, fe := range fieldErrors(err) {
+	for _, fe := range spec.FieldErrors(err) {
 		got = append(got, fe.Field)
 	}
 	want := []string{"spec.command.args[0]", "spec.command.env[0].name", "spec.command.env[1].env", "spec.command.env[2]", "spec.command.gracePeriod"}

@@ -2,7 +2,6 @@ package httpjob_test
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -145,27 +144,4 @@ func onlyRow(t *testing.T, db *gorm.DB) jobs.JobRun {
 		t.Fatalf("ledger rows = %+v, want one, of slot %s", rs, slot)
 	}
 	return rs[0]
-}
-
-// fieldErrors flattens the FieldErrors in a (joined) error.
-func fieldErrors(err error) []*spec.FieldError {
-	var out []*spec.FieldError
-	var fe *spec.FieldError
-	switch {
-	case err == nil:
-	case errors.As(err, &fe) && !isJoined(err):
-		out = append(out, fe)
-	default:
-		if j, ok := err.(interface{ Unwrap() []error }); ok {
-			for _, e := range j.Unwrap() {
-				out = append(out, fieldErrors(e)...)
-			}
-		}
-	}
-	return out
-}
-
-func isJoined(err error) bool {
-	_, ok := err.(interface{ Unwrap() []error })
-	return ok
 }

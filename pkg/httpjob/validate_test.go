@@ -109,7 +109,7 @@ func TestValidationNamesJobAndField(t *testing.T) {
 			if err == nil {
 				t.Fatal("the job was accepted")
 			}
-			fes := fieldErrors(err)
+			fes := spec.FieldErrors(err)
 			if len(fes) != 1 {
 				t.Fatalf("got %d field errors, want 1: %v", len(fes), err)
 			}
@@ -137,7 +137,7 @@ func TestValidationReportsEveryProblem(t *testing.T) {
 	})
 	_, err := spec.NewCatalog(httpjob.Kind{}).Definition(sj, spec.Env{LookupEnv: lookup(nil)})
 	var got []string
-	for _, fe := range fieldErrors(err) {
+	for _, fe := range spec.FieldErrors(err) {
 		got = append(got, fe.Field)
 	}
 	want := []string{"spec.http.url", "spec.http.method", "spec.http.headersFrom[0].env", "spec.http.headersFrom[1]", "spec.http.successCodes[0]"}

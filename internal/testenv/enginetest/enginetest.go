@@ -1,6 +1,7 @@
 // Package enginetest runs one job definition through the real engine on a
-// fresh database of one dialect: what the kinds' tests share. It is apart
-// from testenv because package jobs' own tests use testenv.
+// fresh database of one dialect, and runs a job's work as the engine would:
+// what the kinds' tests share. It is apart from testenv because package jobs' own
+// tests use testenv.
 package enginetest
 
 import (
@@ -63,4 +64,25 @@ func Rows(t testing.TB, db *gorm.DB, job string) []jobs.JobRun {
 		t.Fatal(err)
 	}
 	return rs
+}
+
+// RunAsync runs w for slot in a goroutine, as the engine would; the channel
+// gets Run's error.
+func RunAsync(ctx context.Context, w jobs.Job, slot jobs.Slot) <-chan error {
+	ch := make(chan error, 1)
+	go func() { ch <- w.Run(ctx, slot) }()
+	return ch
+}
+
+// Result waits for the error of a RunAsync, failing the test if Run takes
+// longer than within.
+func Result(t testing.TB, ch <-chan error, within time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(within):
+		t.Fatalf("Run did not return within %s", within)
+		return nil
+	}
 }

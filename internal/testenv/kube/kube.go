@@ -37,6 +37,11 @@
 // that order (SIGTERM, then SIGKILL after a grace period) and the temp dir is
 // removed afterwards; when the test failed, the tails of all logs are logged first.
 //
+// Namespace creates a namespace that can hold Pods at once (its "default"
+// ServiceAccount exists), and ServiceAccountConfig returns the credentials of
+// a new ServiceAccount with exactly the RBAC rules a test gives it, once the
+// authorizer grants them.
+//
 // StopAPIServer and StartAPIServer stop and restart only the apiserver, on the
 // same port and the same etcd, for outage tests; clients built from AdminConfig
 // keep working once it is back.
