@@ -37,6 +37,9 @@ const (
 	// binary under test for it.
 	imageRepo = "registry.invalid/leasecron"
 	imageTag  = "e2e"
+	// probeImage runs internal/testenv/cmd/slotprobe (it exits 0): the
+	// image of the kubernetesJob jobs' Pods.
+	probeImage = "registry.invalid/slotprobe:e2e"
 
 	everySecond = "* * * * * *"
 	everyOther  = "*/2 * * * * *"
@@ -72,12 +75,15 @@ func startCluster(t *testing.T) *cluster {
 	c.admin = kubernetes.NewForConfigOrDie(c.cp.AdminConfig())
 	c.runner = c.cp.StartPodRunner(t, kube.PodRunnerOptions{
 		Images: func(ref string) (kube.Image, bool) {
-			if ref != imageRepo+":"+imageTag {
-				return kube.Image{}, false
+			switch ref {
+			case imageRepo + ":" + imageTag:
+				// The distroless image: ENTRYPOINT ["/leasecron"], CMD ["run"].
+				return kube.Image{Entrypoint: []string{binary}, Cmd: []string{"run"},
+					Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/home/nonroot"}}, true
+			case probeImage:
+				return kube.Image{Entrypoint: []string{slotProbe}}, true
 			}
-			// The distroless image: ENTRYPOINT ["/leasecron"], CMD ["run"].
-			return kube.Image{Entrypoint: []string{binary}, Cmd: []string{"run"},
-				Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/home/nonroot"}}, true
+			return kube.Image{}, false
 		},
 		KubeconfigEnv: "LEASECRON_KUBECONFIG",
 		OnLog:         c.onLog,
@@ -156,21 +162,22 @@ type release struct {
 
 	events chan logEvent // "leading" events
 
-	mu       sync.Mutex
-	pods     map[string]*podSeen // every Pod of the release ever seen, by name
-	holders  []holderSeen
-	problems []string
-	warnings []string   // WARN and ERROR log lines of the release's processes
-	applied  []logEvent // "jobs file applied" lines of the release's processes
-	changed  []logEvent // "job changed" lines: a leader's job loop took a new definition
-	missed   []logEvent // "slots missed…" lines
+	mu        sync.Mutex
+	pods      map[string]*podSeen // every Pod of the release ever seen, by name
+	holders   []holderSeen
+	problems  []string
+	warnings  []string          // WARN and ERROR log lines of the release's processes
+	applied   []logEvent        // "jobs file applied" and "scheduled jobs applied" lines of the release's processes
+	changed   []logEvent        // "job changed" lines: a leader's job loop took a new definition
+	missed    []logEvent        // "slots missed…" lines
+	scheds    map[string]string // pod-template-hash -> schedule
+	podSched  map[string]string // pod name -> schedule
+	started   time.Time
+	stopWatch context.CancelFunc
+
 	// expectMissed, if set, says which "slots missed…" lines the scenario
 	// expects (checkObserved logs them); any other is a problem.
 	expectMissed func(logEvent) bool
-	scheds       map[string]string // pod-template-hash -> schedule
-	podSched     map[string]string // pod name -> schedule
-	started      time.Time
-	stopWatch    context.CancelFunc
 }
 
 type podSeen struct {
@@ -408,7 +415,7 @@ func (r *release) recheckHolder(holder string, at time.Time) {
 
 func (r *release) logged(e logEvent) {
 	switch {
-	case e.msg == "jobs file applied":
+	case e.msg == "jobs file applied" || e.msg == "scheduled jobs applied":
 		r.mu.Lock()
 		r.applied = append(r.applied, e)
 		r.mu.Unlock()
@@ -461,7 +468,8 @@ func (r *release) awaitLeading(t *testing.T, since time.Time, timeout time.Durat
 	}
 }
 
-// jobsApplied returns the "jobs file applied" lines logged so far.
+// jobsApplied returns the "jobs file applied" lines (jobs.source=file) and
+// "scheduled jobs applied" lines (cluster) logged so far.
 func (r *release) jobsApplied() []logEvent {
 	r.mu.Lock()
 	defer r.mu.Unlock()

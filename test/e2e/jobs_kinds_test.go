@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	batchv1 "k8s.io/api/batch/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -22,6 +23,7 @@ import (
 	clustersource "github.com/leasecron/leasecron/internal/cluster"
 	"github.com/leasecron/leasecron/internal/testenv"
 	"github.com/leasecron/leasecron/pkg/jobs"
+	"github.com/leasecron/leasecron/pkg/kubejob"
 	"github.com/leasecron/leasecron/pkg/spec"
 )
 
@@ -30,6 +32,7 @@ const (
 	kindsSQL     = "sql-counter"
 	kindsHTTP    = "http-hook"
 	kindsCommand = "command-key"
+	kindsKube    = "kube-job"
 )
 
 const (
@@ -59,6 +62,10 @@ type kindsRun struct {
 	// frozenTerm is the frozen leader's term, thawed when it woke.
 	frozenTerm int64
 	thawed     time.Time
+	// deleteSent is when the kubernetesJob object's deletion was sent;
+	// deleted, the leader's "scheduled jobs applied" line that removed it.
+	deleteSent time.Time
+	deleted    logEvent
 }
 
 type interval struct {
@@ -66,14 +73,15 @@ type interval struct {
 	from, to time.Time
 }
 
-// testJobsKinds: one ScheduledJob of each kind that runs outside the
-// controller's own code — sql (a counter that is not idempotent), http (to
-// a receiver of the test's), command (a program that appends its slot's
-// key to a file) — applied with kubectl to a release with the cluster
-// source, all per second, live through scaling, a SIGKILLed leader, a
-// leader frozen past its lease, a suspend and resume, a schedule edit, a
-// trigger and a helm upgrade; then every job is suspended and the ledger,
-// the receiver, the file and the objects' status are compared.
+// testJobsKinds: one ScheduledJob of each kind a team defines — sql (a
+// counter that is not idempotent), http (to a receiver of the test's),
+// command (a program that appends its slot's key to a file), kubernetesJob
+// (a Job whose Pod runs slotprobe) — applied with kubectl to a release with
+// the cluster source, all per second, live through scaling, a SIGKILLed
+// leader, a leader frozen past its lease, a suspend and resume, a schedule
+// edit, a trigger, the kubernetesJob object's deletion and a helm upgrade;
+// then every job is suspended and the ledger, the counter, the receiver,
+// the file, the batch Jobs and the objects' status are compared.
 func testJobsKinds(t *testing.T, c *cluster) {
 	began := time.Now()
 	ctx := context.Background()
@@ -82,6 +90,7 @@ func testJobsKinds(t *testing.T, c *cluster) {
 	r := c.install(t, "kinds", 2, "", map[string]any{
 		"schedules":        map[string]any{"daily-stats": nil}, // only the ScheduledJobs
 		"allowCommandJobs": true,
+		"kubernetesJob":    map[string]any{"enabled": true},
 	})
 	k := &kindsRun{r: r}
 	// The sql job's counter, in the ledger's database.
@@ -93,29 +102,36 @@ func testJobsKinds(t *testing.T, c *cluster) {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	all := []string{kindsSQL, kindsHTTP, kindsCommand}
+	all := []string{kindsSQL, kindsHTTP, kindsCommand} // all but the one deleted on the way
+	running := append(slices.Clone(all), kindsKube)
 	r.applyJobs(t, map[string]map[string]any{
 		kindsSQL: {"schedule": everySecond, "sql": map[string]any{"statements": []any{
 			"UPDATE counters SET n = n + 1 WHERE name = '" + kindsSQL + "'",
 		}}},
 		kindsHTTP:    {"schedule": everySecond, "http": map[string]any{"url": rc.URL() + "/" + kindsHTTP, "body": "{{.Key}}"}},
 		kindsCommand: {"schedule": everySecond, "command": map[string]any{"args": []any{appendKey, keysFile}}},
+		kindsKube: {"schedule": everySecond, "kubernetesJob": map[string]any{
+			// Every Job stays, to be counted: the kind deletes the oldest
+			// beyond the limit.
+			"successfulJobsHistoryLimit": 100000,
+			"template":                   probeJobTemplate(),
+		}},
 	})
 	leader := r.waitLeader(t, "", 30*time.Second)
-	r.waitRunning(t, all...)
-	r.waitProgress(t, "after kubectl apply", began, 3, all...)
-	t.Logf("installed, %v running on %s (%s)", all, leader, time.Since(began).Round(time.Millisecond))
+	r.waitRunning(t, running...)
+	r.waitProgress(t, "after kubectl apply", began, 3, running...)
+	t.Logf("installed, %v running on %s (%s)", running, leader, time.Since(began).Round(time.Millisecond))
 
 	// 1. Scale to 3.
 	c.mustTool(t, c.kubectl, "scale", "deployment/"+r.fullname, "-n", r.ns, "--replicas=3")
 	r.waitPods(t, 3)
 	r.waitLeader(t, "", 30*time.Second)
-	r.waitProgress(t, "after scaling to 3", time.Now(), 2, all...)
+	r.waitProgress(t, "after scaling to 3", time.Now(), 2, running...)
 
 	// 2. The leader crashes (SIGKILL); its container restarts.
 	k.hurtLeader(t, "SIGKILL", func(pod string) error { return c.runner.Kill(r.ns, pod) }, nil)
 	r.waitPods(t, 3)
-	r.waitProgress(t, "after the crash", time.Now(), 2, all...)
+	r.waitProgress(t, "after the crash", time.Now(), 2, running...)
 
 	// 3. The leader is frozen for longer than the lease, then woken.
 	k.hurtLeader(t, "SIGSTOP", func(pod string) error { return c.runner.Freeze(r.ns, pod) }, func(pod string, at time.Time) error {
@@ -124,7 +140,7 @@ func testJobsKinds(t *testing.T, c *cluster) {
 		return c.runner.Thaw(r.ns, pod)
 	})
 	r.waitPods(t, 3)
-	r.waitProgress(t, "after the freeze", time.Now(), 2, all...)
+	r.waitProgress(t, "after the freeze", time.Now(), 2, running...)
 
 	// 4. The sql job is suspended for about 3 s, then resumed.
 	k.suspendSent = time.Now()
@@ -148,7 +164,16 @@ func testJobsKinds(t *testing.T, c *cluster) {
 	c.mustTool(t, c.kubectl, "annotate", "sj", kindsCommand, "-n", r.ns, spec.TriggerAnnotation+"=x", "--overwrite")
 	triggered := r.waitTriggered(t, kindsCommand, "x")
 
-	// 7. helm upgrade --reuse-values with a value that changes no Pod.
+	// 7. The kubernetesJob object is deleted, its Jobs orphaned (the
+	// garbage collector would delete them with it by default) to be
+	// counted.
+	k.deleteSent = time.Now()
+	c.mustTool(t, c.kubectl, "delete", "sj", kindsKube, "-n", r.ns, "--cascade=orphan")
+	k.deleted = r.waitLeaderLine(t, "the removal of "+kindsKube, r.jobsApplied, k.deleteSent, func(e logEvent) bool {
+		return e.msg == "scheduled jobs applied" && slices.Contains(strings.Split(fmt.Sprint(e.raw["removed"]), ","), kindsKube)
+	})
+
+	// 8. helm upgrade --reuse-values with a value that changes no Pod.
 	c.mustTool(t, c.helm, "upgrade", r.name, chartDir(), "-n", r.ns, "--reuse-values",
 		"-f", r.values(map[string]any{"podDisruptionBudget": map[string]any{"maxUnavailable": 2}}), "--wait", "--timeout", "2m")
 	pdb, err := c.admin.PolicyV1().PodDisruptionBudgets(r.ns).Get(ctx, r.fullname, metav1.GetOptions{})
@@ -183,9 +208,11 @@ func testJobsKinds(t *testing.T, c *cluster) {
 	t.Run("http", func(t *testing.T) { k.checkHTTP(t, runs[kindsHTTP], rc) })
 	t.Run("command", func(t *testing.T) { k.checkCommand(t, runs[kindsCommand], keysFile, triggered) })
 	t.Run("status", func(t *testing.T) { k.checkStatus(t, runs, all) })
+	t.Run("kubernetesJob", func(t *testing.T) { k.checkKube(t, runs[kindsKube]) })
+	t.Run("deleted", func(t *testing.T) { k.checkDeleted(t, runs[kindsKube]) })
 	t.Run("frozen-leader", func(t *testing.T) { k.checkFrozen(t, runs) })
 	for job := range runs {
-		if !slices.Contains(all, job) {
+		if !slices.Contains(running, job) {
 			t.Errorf("job_runs has rows of job %q", job)
 		}
 	}
@@ -343,6 +370,13 @@ func (r *release) waitTriggered(t *testing.T, name, value string) time.Time {
 // returns the line.
 func (r *release) waitChange(t *testing.T, job string, since time.Time, ok func(logEvent) bool) logEvent {
 	t.Helper()
+	return r.waitLeaderLine(t, "the change of "+job, r.jobChanges, since, func(e logEvent) bool { return e.raw["job"] == job && ok(e) })
+}
+
+// waitLeaderLine waits until one of lines, logged by the current Lease
+// holder after since, is one ok accepts, and returns it.
+func (r *release) waitLeaderLine(t *testing.T, what string, lines func() []logEvent, since time.Time, ok func(logEvent) bool) logEvent {
+	t.Helper()
 	var got logEvent
 	holder := ""
 	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
@@ -351,8 +385,8 @@ func (r *release) waitChange(t *testing.T, job string, since time.Time, ok func(
 			return false, nil
 		}
 		holder = h
-		for _, e := range r.jobChanges() {
-			if e.pod == h && e.at.After(since) && e.raw["job"] == job && ok(e) {
+		for _, e := range lines() {
+			if e.pod == h && e.at.After(since) && ok(e) {
 				got = e
 				return true, nil
 			}
@@ -360,14 +394,14 @@ func (r *release) waitChange(t *testing.T, job string, since time.Time, ok func(
 		return false, nil
 	})
 	if err != nil {
-		var lines []string
-		for _, e := range r.jobChanges() {
+		var seen []string
+		for _, e := range lines() {
 			if e.at.After(since) {
-				lines = append(lines, fmt.Sprintf("%s %s: %v", e.at.Format("15:04:05.000"), e.pod, e.raw))
+				seen = append(seen, fmt.Sprintf("%s %s: %v", e.at.Format("15:04:05.000"), e.pod, e.raw))
 			}
 		}
-		t.Fatalf("the leader %s did not log the change of %s within 30s; \"job changed\" lines since %s:\n%s",
-			holder, job, since.Format("15:04:05.000"), strings.Join(lines, "\n"))
+		t.Fatalf("the leader %s did not log %s within 30s; such lines since %s:\n%s",
+			holder, what, since.Format("15:04:05.000"), strings.Join(seen, "\n"))
 	}
 	return got
 }
@@ -696,6 +730,98 @@ func (k *kindsRun) checkStatus(t *testing.T, runs map[string][]jobs.JobRun, name
 		t.Errorf("kubectl get scheduledjobs lists %v, want one row for each of %v:\n%s", got, want, out)
 	}
 	t.Logf("kubectl get scheduledjobs:\n%s", out)
+}
+
+// probeJobTemplate is the kubernetesJob jobs' Job: one Pod of probeImage
+// (slotprobe, which exits 0), never retried, admitted by the namespace's
+// restricted Pod Security.
+func probeJobTemplate() map[string]any {
+	return map[string]any{"spec": map[string]any{
+		"backoffLimit": 0,
+		"template": map[string]any{"spec": map[string]any{
+			"restartPolicy": "Never",
+			"securityContext": map[string]any{
+				"runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": map[string]any{"type": "RuntimeDefault"},
+			},
+			"containers": []any{map[string]any{
+				"name": "probe", "image": probeImage,
+				"securityContext": map[string]any{
+					"allowPrivilegeEscalation": false, "capabilities": map[string]any{"drop": []any{"ALL"}},
+				},
+			}},
+		}},
+	}}
+}
+
+// checkKube: exactly one batch/v1 Job per slot that has a ledger row (the
+// history limit is far above their number, so the kind deleted none), named
+// after its slot, Complete for a succeeded slot; no Job without a row, and
+// no slot with two Jobs by the leasecron.io/slot label.
+func (k *kindsRun) checkKube(t *testing.T, runs []jobs.JobRun) {
+	ok := succeeded(t, runs)
+	list, err := k.r.c.admin.BatchV1().Jobs(k.r.ns).List(context.Background(), metav1.ListOptions{LabelSelector: kubejob.LabelJob + "=" + kindsKube})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]*batchv1.Job{}
+	bySlot := map[string][]string{}
+	for i := range list.Items {
+		j := &list.Items[i]
+		byName[j.Name] = j
+		bySlot[j.Labels[kubejob.LabelSlot]] = append(bySlot[j.Labels[kubejob.LabelSlot]], j.Name)
+	}
+	for label, names := range bySlot {
+		if len(names) != 1 {
+			t.Errorf("slot %s has %d Jobs: %v", label, len(names), names)
+		}
+	}
+	rows := map[string]bool{}
+	for _, run := range runs {
+		name := kubejob.JobName(kindsKube, run.Slot)
+		rows[name] = true
+		j := byName[name]
+		switch {
+		case j == nil:
+			t.Errorf("%s has a %s row in job_runs, but no Job %s", jobs.SlotKey(run.Job, run.Slot), run.Status, name)
+			continue
+		case j.Labels[kubejob.LabelSlot] != kubejob.SlotLabel(run.Slot) || j.Annotations[kubejob.AnnotationKey] != jobs.SlotKey(run.Job, run.Slot):
+			t.Errorf("Job %s has the labels %v and annotations %v, want those of slot %s", name, j.Labels, j.Annotations, run.Slot.Format(time.RFC3339Nano))
+		}
+		complete := false
+		for _, c := range j.Status.Conditions {
+			complete = complete || c.Type == batchv1.JobComplete && c.Status == "True"
+		}
+		if run.Status == jobs.StatusSucceeded && !complete {
+			t.Errorf("%s succeeded, but its Job %s is not Complete: %+v", jobs.SlotKey(run.Job, run.Slot), name, j.Status.Conditions)
+		}
+	}
+	for name := range byName {
+		if !rows[name] {
+			t.Errorf("Job %s has no row in job_runs", name)
+		}
+	}
+	t.Logf("kubernetesJob: %d slots, %d succeeded, %d Jobs", len(runs), len(ok), len(list.Items))
+}
+
+// checkDeleted: the deleted kubernetesJob object ran no slot that started
+// after the leader removed it, and at most one started after the deletion
+// was sent (the one the loop may have begun before the change reached it).
+func (k *kindsRun) checkDeleted(t *testing.T, runs []jobs.JobRun) {
+	var late []string
+	for _, run := range runs {
+		if run.StartedAt == nil || !run.StartedAt.After(k.deleteSent) {
+			continue
+		}
+		desc := fmt.Sprintf("%s (started %s)", jobs.SlotKey(run.Job, run.Slot), run.StartedAt.UTC().Format("15:04:05.000"))
+		late = append(late, desc)
+		if run.StartedAt.After(k.deleted.at) {
+			t.Errorf("%s started after the leader removed the job at %s", desc, k.deleted.at.Format("15:04:05.000"))
+		}
+	}
+	if len(late) > 1 {
+		t.Errorf("%d slots started after the deletion was sent at %s, want at most the one running then: %v", len(late), k.deleteSent.Format("15:04:05.000"), late)
+	}
+	t.Logf("deleted at %s (removed by the leader at %s); slots started since: %v", k.deleteSent.Format("15:04:05.000"), k.deleted.at.Format("15:04:05.000"), late)
 }
 
 // checkFrozen: the leader frozen past its lease committed nothing once it

@@ -16,8 +16,10 @@ var (
 	version string
 	repo    string
 	// appendKey is internal/testenv/cmd/appendkey, the command job's
-	// program in the kinds scenario.
+	// program in the kinds scenario, and slotProbe
+	// internal/testenv/cmd/slotprobe, the program of probeImage.
 	appendKey string
+	slotProbe string
 )
 
 func TestMain(m *testing.M) {
@@ -49,6 +51,9 @@ func run(m *testing.M) (int, error) {
 		return 1, err
 	}
 	if appendKey, err = testenv.BuildPackage(dir, "./internal/testenv/cmd/appendkey"); err != nil {
+		return 1, err
+	}
+	if slotProbe, err = testenv.BuildPackage(dir, "./internal/testenv/cmd/slotprobe"); err != nil {
 		return 1, err
 	}
 	return testenv.Run(m), nil
