@@ -216,6 +216,7 @@ func testJobsKinds(t *testing.T, c *cluster) {
 			t.Errorf("job_runs has rows of job %q", job)
 		}
 	}
+	t.Run("being-deleted", func(t *testing.T) { k.checkBeingDeleted(t, rc) })
 	r.expectMissed = func(e logEvent) bool {
 		return e.msg == "slots missed while suspended" && e.raw["job"] == kindsSQL
 	}
@@ -822,6 +823,62 @@ func (k *kindsRun) checkDeleted(t *testing.T, runs []jobs.JobRun) {
 		t.Errorf("%d slots started after the deletion was sent at %s, want at most the one running then: %v", len(late), k.deleteSent.Format("15:04:05.000"), late)
 	}
 	t.Logf("deleted at %s (removed by the leader at %s); slots started since: %v", k.deleteSent.Format("15:04:05.000"), k.deleted.at.Format("15:04:05.000"), late)
+}
+
+// checkBeingDeleted: a ScheduledJob being deleted — deletionTimestamp set,
+// kept in the API by a finalizer, as during foreground deletion or while
+// the garbage collector orphans its Jobs — starts no new slot, as a
+// CronJob being deleted starts no Job. A per-second http job with a
+// finalizer of the test's is deleted; for 3 s (time must pass for slots to
+// come due) no slot after the deletion (plus applySlack) may be delivered.
+// Then the finalizer goes and so does the object.
+func (k *kindsRun) checkBeingDeleted(t *testing.T, rc *testenv.Receiver) {
+	r := k.r
+	const name, finalizer = "held-hook", "e2e.leasecron.io/hold"
+	b, err := json.Marshal(map[string]any{"apiVersion": spec.APIVersion, "kind": spec.KindName,
+		"metadata": map[string]any{"name": name, "finalizers": []any{finalizer}},
+		"spec":     map[string]any{"schedule": everySecond, "http": map[string]any{"url": rc.URL() + "/" + name, "body": "{{.Key}}"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest := filepath.Join(t.TempDir(), name+".json")
+	if err := os.WriteFile(manifest, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.c.mustTool(t, r.c.kubectl, "apply", "-n", r.ns, "-f", manifest)
+	defer func() {
+		// Let it go, whatever happened.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := r.c.tool(ctx, r.c.kubectl, "patch", "sj", name, "-n", r.ns, "--type", "merge", "-p", `{"metadata":{"finalizers":null}}`); err != nil {
+			t.Errorf("removing the finalizer: %v", err)
+		}
+	}()
+	delivered := func(after time.Time) []string {
+		var out []string
+		for _, d := range rc.Deliveries("/" + name) {
+			if slot, ok := keySlot(d.Key()); ok && slot.After(after) {
+				out = append(out, d.Key())
+			}
+		}
+		return out
+	}
+	if err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		return len(delivered(time.Time{})) >= 2, nil
+	}); err != nil {
+		t.Fatalf("%s delivered %d slots within 30s of kubectl apply", name, len(delivered(time.Time{})))
+	}
+	r.c.mustTool(t, r.c.kubectl, "delete", "sj", name, "-n", r.ns, "--wait=false")
+	sj, err := r.scheduledJob(context.Background(), name)
+	if err != nil || sj.DeletionTimestamp == nil {
+		t.Fatalf("%s after kubectl delete: %+v, %v; want it there with a deletionTimestamp (finalizer %s)", name, sj, err, finalizer)
+	}
+	deleting := sj.DeletionTimestamp.UTC()
+	time.Sleep(3 * time.Second) // slots come due while it is being deleted
+	if late := delivered(deleting.Add(applySlack)); len(late) > 0 {
+		t.Errorf("%s, being deleted since %s (deletionTimestamp; a finalizer holds it), still ran %d slots after it: %v",
+			name, deleting.Format(time.RFC3339), len(late), late)
+	}
 }
 
 // checkFrozen: the leader frozen past its lease committed nothing once it
