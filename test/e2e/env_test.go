@@ -438,19 +438,18 @@ func (r *release) logged(e logEvent) {
 	}
 }
 
-// missedLines returns the "slots missed…" lines logged so far.
-func (r *release) missedLines() []logEvent {
+// lines returns a copy of one of the release's lists of log lines.
+func (r *release) lines(list *[]logEvent) []logEvent {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]logEvent(nil), r.missed...)
+	return append([]logEvent(nil), *list...)
 }
 
+// missedLines returns the "slots missed…" lines logged so far.
+func (r *release) missedLines() []logEvent { return r.lines(&r.missed) }
+
 // jobChanges returns the "job changed" lines logged so far.
-func (r *release) jobChanges() []logEvent {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]logEvent(nil), r.changed...)
-}
+func (r *release) jobChanges() []logEvent { return r.lines(&r.changed) }
 
 // awaitLeading returns the next "leading" log line logged after since.
 func (r *release) awaitLeading(t *testing.T, since time.Time, timeout time.Duration) logEvent {
@@ -470,11 +469,7 @@ func (r *release) awaitLeading(t *testing.T, since time.Time, timeout time.Durat
 
 // jobsApplied returns the "jobs file applied" lines (jobs.source=file) and
 // "scheduled jobs applied" lines (cluster) logged so far.
-func (r *release) jobsApplied() []logEvent {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]logEvent(nil), r.applied...)
-}
+func (r *release) jobsApplied() []logEvent { return r.lines(&r.applied) }
 
 // podsSeen names every Pod of the release the watch has seen.
 func (r *release) podsSeen() []string {
