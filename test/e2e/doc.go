@@ -44,6 +44,26 @@
 // change to a spec, no batch Jobs, nothing in another namespace; after
 // `helm upgrade --set kubernetesJob.enabled=true` the batch Jobs verbs too.
 //
+// kinds applies one per-second ScheduledJob of each kind a team defines —
+// sql (a counter that is not idempotent), http (to a testenv.Receiver),
+// command (internal/testenv/cmd/appendkey, appending LEASECRON_KEY to a
+// file), kubernetesJob (a Job whose Pod runs internal/testenv/cmd/slotprobe
+// through the pod runner) — to a release with allowCommandJobs and
+// kubernetesJob.enabled, and keeps them running through kubectl scale, a
+// SIGKILLed leader, a leader frozen (PodRunner.Freeze) past its lease, a
+// suspend and resume, a schedule edit, a trigger, the deletion of the
+// kubernetesJob object and a helm upgrade. With every job suspended and no
+// slot running it checks, per kind: the counter equals the succeeded slots
+// and none is missing but those the suspend skipped (as many as the leader
+// logged missed); every succeeded http slot delivered, duplicates only
+// under its one Idempotency-Key; every succeeded command slot's key in the
+// file, the triggered slot among them; exactly one batch Job per slot with
+// a ledger row; no slot of the deleted object started after the leader
+// removed it; the frozen leader recorded nothing after it woke; `kubectl get
+// scheduledjobs` and each object's lastSuccessfulTime against the ledger.
+// Its being-deleted step checks that an object held by a finalizer after
+// kubectl delete starts no new slot.
+//
 // Timings (graceful handover, crash takeover) are logged, not asserted
 // beyond generous bounds. Run it with `make e2e`; the tools come from
 // `make tools` (hack/tools/build.sh) and the database servers from

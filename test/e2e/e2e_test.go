@@ -35,6 +35,7 @@ func TestE2E(t *testing.T) {
 	t.Run("upgrade-schedule", func(t *testing.T) { testUpgrade(t, c) })
 	t.Run("jobs-live", func(t *testing.T) { testJobsLive(t, c) })
 	t.Run("jobs-cluster", func(t *testing.T) { testJobsCluster(t, c) })
+	t.Run("kinds", func(t *testing.T) { testJobsKinds(t, c) })
 	t.Logf("suite took %s", time.Since(begin).Round(time.Millisecond))
 }
 

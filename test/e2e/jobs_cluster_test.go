@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
@@ -102,14 +101,10 @@ func testJobsCluster(t *testing.T, c *cluster) {
 	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		var pending []string
 		for _, name := range want {
-			u, err := dyn.Resource(clustersource.Resource).Namespace(r.ns).Get(ctx, name, metav1.GetOptions{})
+			sj, err := r.scheduledJob(ctx, name)
 			if err != nil {
 				pending = append(pending, fmt.Sprintf("%s: %v", name, err))
 				continue
-			}
-			var sj spec.ScheduledJob
-			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &sj); err != nil {
-				return false, err
 			}
 			ready := meta.FindStatusCondition(sj.Status.Conditions, spec.ConditionReady)
 			switch {

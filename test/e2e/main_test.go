@@ -15,6 +15,11 @@ var (
 	binary  string
 	version string
 	repo    string
+	// appendKey is internal/testenv/cmd/appendkey, the command job's
+	// program in the kinds scenario, and slotProbe
+	// internal/testenv/cmd/slotprobe, the program of probeImage.
+	appendKey string
+	slotProbe string
 )
 
 func TestMain(m *testing.M) {
@@ -43,6 +48,12 @@ func run(m *testing.M) (int, error) {
 	}
 	// The Dockerfile's build command, for the host's platform.
 	if binary, version, err = testenv.BuildLeasecron(dir); err != nil {
+		return 1, err
+	}
+	if appendKey, err = testenv.BuildPackage(dir, "./internal/testenv/cmd/appendkey"); err != nil {
+		return 1, err
+	}
+	if slotProbe, err = testenv.BuildPackage(dir, "./internal/testenv/cmd/slotprobe"); err != nil {
 		return 1, err
 	}
 	return testenv.Run(m), nil

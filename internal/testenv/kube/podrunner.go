@@ -160,7 +160,9 @@ type PodRunnerOptions struct {
 //     grace period 0 so the API object goes away.
 //   - Kill simulates a crash: SIGKILL to the container process behind a Pod;
 //     the runner records the container as terminated (exit 137) and restarts it
-//     in the same Pod, as a kubelet would.
+//     in the same Pod, as a kubelet would. Freeze and Thaw stop and continue
+//     the container's process group (SIGSTOP, SIGCONT), as a paused container
+//     or a long GC pause: the Pod stays Running meanwhile.
 //   - Images map to local executables (PodRunnerOptions.Images): the image's
 //     Entrypoint is a host path and is used as is; a Pod's command and args are
 //     expanded and rewritten as above.
@@ -305,13 +307,37 @@ func (r *PodRunner) Stop() {
 // Pod, as if they crashed; the runner restarts them per restartPolicy. It
 // returns an error if the Pod has no running container here.
 func (r *PodRunner) Kill(namespace, name string) error {
+	return r.signalPod(namespace, name, syscall.SIGKILL)
+}
+
+// Freeze stops (SIGSTOP) the process group of every running container of
+// the Pod, as a paused container, a long GC pause or a stalled VM would:
+// the processes keep their state, sockets and locks and do nothing until
+// Thaw. Only each container's own process group is stopped: a program it
+// started in a group of its own (a leasecron command job) runs on. The
+// Pod stays Running and nothing restarts it; its probes time out
+// meanwhile, so a freeze longer than the liveness probe's
+// periodSeconds × failureThreshold gets it killed, as a kubelet would. It
+// returns an error if the Pod has no running container here.
+func (r *PodRunner) Freeze(namespace, name string) error {
+	return r.signalPod(namespace, name, syscall.SIGSTOP)
+}
+
+// Thaw continues (SIGCONT) the process groups Freeze stopped.
+func (r *PodRunner) Thaw(namespace, name string) error {
+	return r.signalPod(namespace, name, syscall.SIGCONT)
+}
+
+// signalPod sends sig to the process group of every running container of
+// the Pod.
+func (r *PodRunner) signalPod(namespace, name string, sig syscall.Signal) error {
 	w := r.workerFor(namespace, name)
 	if w == nil {
 		return fmt.Errorf("kube: pod %s/%s is not running on node %s", namespace, name, r.opts.Node)
 	}
 	n := 0
 	for _, c := range w.containers {
-		if c.signal(syscall.SIGKILL) {
+		if c.signal(sig) {
 			n++
 		}
 	}
@@ -1534,6 +1560,8 @@ func (c *container) terminate(grace time.Duration) {
 	}
 	if grace > 0 {
 		_ = syscall.Kill(-p.Process.Pid, syscall.SIGTERM)
+		// A frozen container (Freeze) handles SIGTERM only once continued.
+		_ = syscall.Kill(-p.Process.Pid, syscall.SIGCONT)
 		t := time.NewTimer(grace)
 		select {
 		case <-done:

@@ -22,7 +22,8 @@ import (
 
 // TestPodRunner runs shell Pods through the pod runner: binding, env and
 // volume resolution, a ServiceAccount kubeconfig, exit codes of
-// restartPolicy Never, a crash and restart, and graceful deletion.
+// restartPolicy Never, a crash and restart, a freeze and thaw, and graceful
+// deletion.
 func TestPodRunner(t *testing.T) {
 	cp := kube.Start(t, kube.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -138,6 +139,57 @@ exit 3`
 		logs := runner.Logs(ns, "sleeper")
 		if strings.Count(logs, "started") != 2 || !strings.Contains(logs, "got SIGTERM") {
 			t.Errorf("want two starts and a SIGTERM; logs:\n%s", logs)
+		}
+	})
+
+	t.Run("freeze-thaw", func(t *testing.T) {
+		pod := shellPod("ticker", corev1.RestartPolicyAlways, `while :; do echo tick; sleep 0.05; done`)
+		pod.Spec.TerminationGracePeriodSeconds = ptrTo[int64](1)
+		create(t, admin, ns, pod)
+		waitPod(t, admin, ns, "ticker", ready)
+		ticks := func() int { return strings.Count(runner.Logs(ns, "ticker"), "tick") }
+		if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+			return ticks() >= 3, nil
+		}); err != nil {
+			t.Fatalf("the ticker did not tick: %d ticks", ticks())
+		}
+		if err := runner.Freeze(ns, "ticker"); err != nil {
+			t.Fatal(err)
+		}
+		// Lines written just before the stop may still be in the pipe.
+		time.Sleep(200 * time.Millisecond)
+		frozen := ticks()
+		time.Sleep(500 * time.Millisecond) // ten ticks' time passes
+		if n := ticks(); n != frozen {
+			t.Errorf("a frozen container ticked %d times in 500ms", n-frozen)
+		}
+		if err := runner.Thaw(ns, "ticker"); err != nil {
+			t.Fatal(err)
+		}
+		if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+			return ticks() >= frozen+3, nil
+		}); err != nil {
+			t.Errorf("the thawed container does not tick again: %d ticks, %d when frozen", ticks(), frozen)
+		}
+		p, err := admin.CoreV1().Pods(ns).Get(ctx, "ticker", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := p.Status.ContainerStatuses; len(st) != 1 || st[0].RestartCount != 0 || st[0].State.Running == nil {
+			t.Errorf("container status %+v after a freeze, want running and never restarted", st)
+		}
+		// A frozen container still stops on deletion.
+		if err := runner.Freeze(ns, "ticker"); err != nil {
+			t.Fatal(err)
+		}
+		if err := admin.CoreV1().Pods(ns).Delete(ctx, "ticker", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			_, err := admin.CoreV1().Pods(ns).Get(ctx, "ticker", metav1.GetOptions{})
+			return apierrors.IsNotFound(err), nil
+		}); err != nil {
+			t.Fatalf("a frozen pod was not removed after deletion: %v", err)
 		}
 	})
 
