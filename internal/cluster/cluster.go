@@ -290,6 +290,9 @@ func (s *Source) apply(ctx context.Context) {
 	refused := map[string]refusal{}
 	applied := map[string]jobs.Definition{}
 	for _, sj := range objs {
+		if sj.DeletionTimestamp != nil {
+			continue // being deleted (a finalizer holds it): like CronJob, it starts nothing more
+		}
 		if static[sj.Name] {
 			refused[sj.Name] = refusal{sj.Generation, "NameInUse", fmt.Sprintf("job %s is defined by the controller's flags (--schedule): rename this ScheduledJob or remove the flag", sj.Name)}
 			continue

@@ -63,6 +63,9 @@ func (w *writer) round(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if sj.DeletionTimestamp != nil {
+			continue // being deleted: it runs nothing more, and its status is moot
+		}
 		_, runs := applied[sj.Name]
 		if r, ok := refused[sj.Name]; ok {
 			w.report(ctx, sj, r)
@@ -192,7 +195,12 @@ func laterTime(cur *metav1.Time, t time.Time) *metav1.Time {
 func sameStatus(a, b spec.ScheduledJobStatus, times bool) bool {
 	norm := func(st spec.ScheduledJobStatus) spec.ScheduledJobStatus {
 		if !times {
-			st.LastScheduleTime, st.LastSuccessfulTime, st.NextScheduleTime = nil, nil, nil
+			// Whether there is a next slot is not a time: a suspended
+			// job's next slot goes at once.
+			st.LastScheduleTime, st.LastSuccessfulTime = nil, nil
+			if st.NextScheduleTime != nil {
+				st.NextScheduleTime = &metav1.Time{}
+			}
 		}
 		st.Conditions = append([]metav1.Condition(nil), st.Conditions...)
 		for i := range st.Conditions {

@@ -99,7 +99,7 @@ func (w *Job) Run(ctx context.Context, slot jobs.Slot) error {
 		return fmt.Errorf("start command %s: %w", w.args[0], unwrapExec(err))
 	}
 
-	log := w.log.With("job", w.job, "slot", slot.Time.UTC().Format(time.RFC3339))
+	log := w.log.With("job", w.job, "slot", slot.Time.UTC().Format(time.RFC3339Nano))
 	log.Debug("command started", "pid", cmd.Process.Pid, "attempt", slot.Attempt)
 	out := &output{ctx: ctx, log: log, secrets: secrets}
 	var reading sync.WaitGroup
