@@ -199,8 +199,18 @@ func (o *jobsOptions) load(dialect string) (*jobSet, error) {
 // config (in a Pod) or $KUBECONFIG names, and builds those this controller
 // runs; the flags' jobs (static) keep their names.
 func (o *jobsOptions) clusterJobs(env spec.Env, static []jobs.Definition) ([]jobs.Definition, error) {
+	log := o.log
+	if log == nil {
+		log = slog.Default()
+	}
 	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(clientcmd.NewDefaultClientConfigLoadingRules(), &clientcmd.ConfigOverrides{})
 	cfg, err := cc.ClientConfig()
+	if clientcmd.IsEmptyConfig(err) {
+		// Not in a Pod and no kubeconfig: what needs only the database
+		// (migrate, status of the flags' jobs) still works.
+		log.Warn("--jobs-source cluster, but no cluster here (not in a Pod, no KUBECONFIG): only the flags' jobs are used")
+		return nil, nil
+	}
 	if err != nil {
 		return nil, usagef("--jobs-source cluster: no cluster to read ScheduledJobs from (run in a Pod, or set KUBECONFIG): %v", err)
 	}
@@ -221,10 +231,6 @@ func (o *jobsOptions) clusterJobs(env spec.Env, static []jobs.Definition) ([]job
 	taken := map[string]bool{}
 	for _, d := range static {
 		taken[d.Name] = true
-	}
-	log := o.log
-	if log == nil {
-		log = slog.Default()
 	}
 	var defs []jobs.Definition
 	for _, sj := range objs {
