@@ -315,6 +315,26 @@ func (c *ControlPlane) StopAPIServer() {
 	p.stop(apiserverGrace)
 }
 
+// RestartControllerManager stops kube-controller-manager and starts it
+// again with args in place of Options.ExtraControllerManagerArgs (later
+// flags win, so "--controllers=*,-cronjob-controller" turns one controller
+// off), and returns once it is healthy; it appends to the same log file. It
+// fails the test if the control plane was started without one.
+func (c *ControlPlane) RestartControllerManager(t testing.TB, args ...string) {
+	t.Helper()
+	if !c.opts.ControllerManager {
+		t.Fatal("kube: RestartControllerManager on a control plane started without Options.ControllerManager")
+	}
+	c.mu.Lock()
+	kcm := c.kcm
+	c.opts.ExtraControllerManagerArgs = args
+	c.mu.Unlock()
+	kcm.stop(kcmGrace)
+	if err := c.startKCM(); err != nil {
+		t.Fatalf("kube: %v", err)
+	}
+}
+
 func (c *ControlPlane) startKCM() error {
 	p := c.pki
 	for attempt := 1; ; attempt++ {
