@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -178,25 +177,6 @@ func createScheduledJob(t *testing.T, dyn dynamic.Interface, ns, name, schedule 
 	}
 }
 
-// installCRDs applies the chart's CRDs with kubectl and waits until they
-// are established.
-func installCRDs(t *testing.T, cp *kube.ControlPlane) {
-	t.Helper()
-	kubectl, err := kube.ToolPath("kubectl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	crds := filepath.Join("..", "..", "charts", "leasecron", "crds")
-	for _, args := range [][]string{
-		{"apply", "-f", crds},
-		{"wait", "--for", "condition=Established", "--timeout", "60s", "crd/scheduledjobs.leasecron.io"},
-	} {
-		if out, err := exec.Command(kubectl, append([]string{"--kubeconfig", cp.AdminKubeconfig()}, args...)...).CombinedOutput(); err != nil {
-			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-}
-
 // cronLeasecron starts one leasecron controller on the ScheduledJobs of ns,
 // as the cluster's admin, with an SQLite ledger at dsn, and waits until it
 // leads.
@@ -211,7 +191,7 @@ func cronLeasecron(t *testing.T, cp *kube.ControlPlane, ns, dsn string) *proc {
 
 func benchCronJob(t *testing.T, r *report) {
 	cp := kube.Start(t, kube.Options{ControllerManager: true})
-	installCRDs(t, cp)
+	cp.InstallCRDs(t)
 	cs := kubernetes.NewForConfigOrDie(cp.AdminConfig())
 	dyn := dynamic.NewForConfigOrDie(cp.AdminConfig())
 
