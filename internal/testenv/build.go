@@ -70,12 +70,28 @@ func BuildPackage(dir, pkg string) (path string, err error) {
 	return path, nil
 }
 
+// Also is another main package of the module that MainWithLeasecron builds
+// beside leasecron (with BuildPackage) and points Path at: a program a test
+// runs as a command job or as a Pod's container.
+type Also struct {
+	Pkg  string // relative to the module's root, e.g. "./internal/testenv/cmd/appendkey"
+	Path *string
+}
+
 // MainWithLeasecron is Main for packages that run the leasecron binary: it
-// builds it with BuildLeasecron into a temp dir, points *bin at it, runs the
-// tests, removes the dir and exits with the tests' code.
-func MainWithLeasecron(m *testing.M, bin *string) {
+// builds it with BuildLeasecron into a temp dir, points *bin at it (and each
+// also's Path at its program), runs the tests, removes the dir and exits
+// with the tests' code. The dir is readable by every user: the pod runner
+// runs a Pod's containers as their securityContext's user when the tests
+// run as root.
+func MainWithLeasecron(m *testing.M, bin *string, also ...Also) {
 	mainWithBinary(m, bin, func(dir string) (string, error) {
 		path, _, err := BuildLeasecron(dir)
+		for _, a := range also {
+			if err == nil {
+				*a.Path, err = BuildPackage(dir, a.Pkg)
+			}
+		}
 		return path, err
 	})
 }
@@ -88,6 +104,9 @@ func MainWithPackage(m *testing.M, pkg string, bin *string) {
 
 func mainWithBinary(m *testing.M, bin *string, build func(dir string) (string, error)) {
 	dir, err := os.MkdirTemp("", "leasecron-bin-")
+	if err == nil {
+		err = os.Chmod(dir, 0o755)
+	}
 	if err == nil {
 		*bin, err = build(dir)
 	}
