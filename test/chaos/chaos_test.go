@@ -11,6 +11,15 @@
 // one slot would be a double run that the ledger's unique key hid), and the
 // statistics tables must hold one row per date.
 //
+// TestChaos runs, beside daily-stats, one job of each kind a team defines,
+// from a jobs file, and judges each by evidence outside the ledger: an sql
+// job whose counter is not idempotent (it must equal the succeeded slots),
+// an http job to a receiver of the test's and a command job that appends
+// its slot's key to a file (every succeeded slot seen at least once, a
+// repeat only with the slot's own key), and a kubernetesJob every 3 s whose
+// Pods the pod runner runs (exactly one Job object per slot). Its report
+// has a row per kind.
+//
 // The run lasts LEASECRON_CHAOS_DURATION (default 40s, as in make test; make
 // chaos runs it for 5m). The random faults come from a seed that is logged,
 // and LEASECRON_CHAOS_SEED replays one.
@@ -53,7 +62,11 @@ const (
 
 var binary string
 
-func TestMain(m *testing.M) { testenv.MainWithLeasecron(m, &binary) }
+func TestMain(m *testing.M) {
+	testenv.MainWithLeasecron(m, &binary,
+		testenv.Also{Pkg: "./internal/testenv/cmd/appendkey", Path: &appendKey},
+		testenv.Also{Pkg: "./internal/testenv/cmd/slotprobe", Path: &slotProbe})
+}
 
 // replica is one replica slot: the supervisor keeps a process running in it.
 type replica struct {
@@ -133,6 +146,7 @@ func (f *fleet) read(name string, stderr interface{ Read([]byte) (int, error) })
 			Level string    `json:"level"`
 			Msg   string    `json:"msg"`
 			Err   string    `json:"err"`
+			Job   string    `json:"job"`
 			Slot  string    `json:"slot"`
 		}
 		line := sc.Text()
@@ -153,8 +167,8 @@ func (f *fleet) read(name string, stderr interface{ Read([]byte) (int, error) })
 			f.events = append(f.events, logged{name, e.Msg, e.Time})
 			f.mu.Unlock()
 		}
-		if e.Msg != "slot succeeded" {
-			continue
+		if e.Msg != "slot succeeded" || e.Job != dailystats.Name {
+			continue // the other kinds have evidence of their own
 		}
 		at, err := time.Parse(time.RFC3339, e.Slot)
 		if err != nil {
@@ -209,9 +223,10 @@ func TestChaos(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, seed))
 	t.Logf("chaos for %s with seed %d (replay: LEASECRON_CHAOS_SEED=%d)", duration, seed, seed)
 
-	cp := kube.Start(t, kube.Options{})
+	cp := kube.Start(t, kube.Options{ControllerManager: true}) // a Job becomes a Pod
 	dsn := testenv.DSN(t, "mysql")
-	f, rs := startFleet(t, cp, dsn, replicas)
+	k, mix := withKinds(t, cp, dsn)
+	f, rs := startFleet(t, cp, dsn, replicas, mix)
 	f.awaitLeader(90 * time.Second)
 
 	faults := map[string]int{}
@@ -241,8 +256,8 @@ func TestChaos(t *testing.T) {
 		}
 	}
 
-	f.calm(rs)
-	report(t, dsn, f, faults)
+	f.calm(rs, func(since time.Time) bool { return k.settled(t, since) })
+	report(t, dsn, f, faults, k)
 }
 
 // startFleet starts n supervised replicas (r1 … rn) in lease mode on cp and
@@ -335,12 +350,23 @@ func (f *fleet) awaitSlot(at time.Time, timeout time.Duration) {
 	}
 }
 
-// calm lets a leader settle and run a few slots, then stops every replica.
-func (f *fleet) calm(rs map[string]*replica) {
+// calm lets a leader settle and run a few slots (and, with settled, until
+// settled says the other jobs have too), then stops every replica.
+func (f *fleet) calm(rs map[string]*replica, settled ...func(since time.Time) bool) {
 	f.t.Helper()
 	calm := time.Now()
 	f.awaitLeader(60 * time.Second)
 	f.awaitSlot(calm.Add(3*time.Second), 60*time.Second)
+	for _, ok := range settled {
+		deadline := time.Now().Add(60 * time.Second)
+		for !ok(calm) {
+			if time.Now().After(deadline) {
+				f.t.Errorf("the jobs did not all succeed a slot within 60s of the calm")
+				break
+			}
+			time.Sleep(200 * time.Millisecond) // polling the ledger
+		}
+	}
 	close(f.stop)
 	for _, r := range rs {
 		r.signal(syscall.SIGTERM)
@@ -349,8 +375,9 @@ func (f *fleet) calm(rs map[string]*replica) {
 }
 
 // report compares the ledger, the logs and the tables, prints the report and
-// fails on any slot run twice or missed.
-func report(t *testing.T, raw string, f *fleet, faults map[string]int) {
+// fails on any slot run twice or missed; with kinds, it reports and checks
+// each kind against its own evidence too.
+func report(t *testing.T, raw string, f *fleet, faults map[string]int, mix ...*kinds) {
 	dsn, err := model.ParseDSN(raw)
 	if err != nil {
 		t.Fatal(err)
@@ -362,7 +389,7 @@ func report(t *testing.T, raw string, f *fleet, faults map[string]int) {
 	}
 	defer model.Close(db)
 	var runs []jobs.JobRun
-	if err := db.Order("slot").Find(&runs).Error; err != nil {
+	if err := db.Where("job = ?", dailystats.Name).Order("slot").Find(&runs).Error; err != nil {
 		t.Fatal(err)
 	}
 	if len(runs) == 0 {
@@ -403,14 +430,27 @@ func report(t *testing.T, raw string, f *fleet, faults map[string]int) {
 	}
 	sort.Strings(exits)
 	rep := fmt.Sprintf("chaos report: %d replicas, slots %s to %s\n  faults:    %s\n  processes: %s\n"+
-		"  expected %d, run once %d, run twice %d, missed %d (not succeeded rows: %d)",
+		"  daily-stats: expected %d, run once %d, run twice %d, missed %d (not succeeded rows: %d)",
 		f.replicas, first.Format(time.TimeOnly), last.Format(time.TimeOnly), strings.Join(fs, ", "), strings.Join(exits, ", "),
 		expected, once, len(twice), len(missed), len(failed))
 	for _, w := range f.why {
 		rep += "\n  " + w
 	}
+	var problems []string
+	for _, k := range mix {
+		rows := k.report(t, f.client)
+		rep += "\n  per kind (slots from each job's first row to its last success; missed = no succeeded row):\n" + kindsTable(rows)
+		for _, r := range rows {
+			for _, p := range r.problems {
+				problems = append(problems, r.kind+": "+p)
+			}
+		}
+	}
 	fmt.Println(rep)
 	t.Log(rep)
+	for _, p := range problems {
+		t.Error(p)
+	}
 	if len(twice) > 0 {
 		t.Errorf("slots run twice: %s", strings.Join(twice, "; "))
 	}
