@@ -89,6 +89,7 @@ func TestBadInput(t *testing.T) {
 		{"backfill no range", nil, []string{"backfill", "daily-stats"}, "backfill needs --from and --to"},
 		{"verify bad date", nil, []string{"verify", "--from", "yesterday"}, `--from "yesterday" is not a date`},
 		{"status bad limit", nil, []string{"status", "--limit", "0"}, "--limit must be at least 1"},
+		{"unknown output format", nil, []string{"status", "-o", "xml"}, `--output "xml" is not valid: use table, json or yaml`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

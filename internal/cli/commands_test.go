@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -192,7 +191,7 @@ spec:
 }
 
 // TestJobsCommand lists the jobs a file defines, as a table and as JSON and
-// YAML a script can read, without any database.
+// YAML documents a script can read, without any database.
 func TestJobsCommand(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
@@ -216,27 +215,20 @@ spec:
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	code, out, stderr := execute(t, nil, "jobs", "--jobs-file", file, "-o", "json", "--next", "2")
-	if code != ExitOK {
-		t.Fatalf("exit %d: %s", code, stderr)
-	}
-	var infos []jobInfo
-	if err := json.Unmarshal([]byte(out), &infos); err != nil {
-		t.Fatalf("-o json is not JSON: %v\n%s", err, out)
-	}
-	if len(infos) != 2 || infos[1].Name != "hook" || infos[1].Kind != "http" || !infos[1].Suspend ||
-		infos[0].Name != "rollup" || infos[0].Kind != "sql" || infos[0].TimeZone != "Europe/Berlin" || infos[0].Timeout != "2m0s" || len(infos[0].NextSlots) != 2 {
+	infos := documents[jobsDoc](t, nil, ExitOK, "jobs", "--jobs-file", file, "--next", "2").Jobs
+	if len(infos) != 2 || infos[1].Name != "hook" || infos[1].Kind != "http" || !infos[1].Suspend || infos[1].Schedule != "@every 1h" || len(infos[1].NextSlots) != 2 ||
+		infos[0].Name != "rollup" || infos[0].Kind != "sql" || infos[0].TimeZone != "Europe/Berlin" || infos[0].Timeout != "2m0s" || infos[0].Suspend || len(infos[0].NextSlots) != 2 {
 		t.Fatalf("jobs = %+v, want rollup and hook in the file's order", infos)
 	}
-	next, err := time.Parse(time.RFC3339, infos[0].NextSlots[0])
-	if err != nil || next.In(mustZone(t, "Europe/Berlin")).Hour() != 5 {
-		t.Errorf("rollup's next slot %q, want 05:00 in Berlin", infos[0].NextSlots[0])
+	for _, next := range infos[0].NextSlots {
+		if next.Location() != time.UTC || next.In(mustZone(t, "Europe/Berlin")).Hour() != 5 || !next.After(time.Now()) {
+			t.Errorf("rollup's next slot %s, want a coming 05:00 in Berlin, written in UTC", next)
+		}
 	}
-	code, out, _ = execute(t, nil, "jobs", "--jobs-file", file, "-o", "yaml")
-	if code != ExitOK || !strings.Contains(out, "name: rollup") || !strings.Contains(out, "kind: sql") {
-		t.Fatalf("-o yaml = %d:\n%s", code, out)
+	if gap := infos[1].NextSlots[1].Sub(infos[1].NextSlots[0]); gap != time.Hour {
+		t.Errorf("hook's next slots are %s apart, want 1h", gap)
 	}
-	code, out, _ = execute(t, nil, "jobs", "--jobs-file", file)
+	code, out, _ := execute(t, nil, "jobs", "--jobs-file", file)
 	if code != ExitOK || !strings.HasPrefix(out, "NAME") || !strings.Contains(out, "rollup") {
 		t.Fatalf("table = %d:\n%s", code, out)
 	}
