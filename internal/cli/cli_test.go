@@ -351,10 +351,7 @@ func TestBadJobsFile(t *testing.T) {
 		{"http headersFrom file missing", head + "metadata: {name: a}\nspec: {schedule: '@daily', http: {url: 'http://x', headersFrom: [{name: Authorization, file: /nonexistent/token}]}}\n", []string{"job a: spec.http.headersFrom[0].file:"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			file := filepath.Join(t.TempDir(), "jobs.yaml")
-			if err := os.WriteFile(file, []byte(tc.text), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			file := writeFile(t, t.TempDir(), "jobs.yaml", tc.text)
 			for _, args := range [][]string{
 				{"run", "--jobs-file", file},
 				{"validate", "--jobs-file", file},

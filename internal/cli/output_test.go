@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"reflect"
 	"runtime"
 	"strings"
@@ -62,25 +61,19 @@ func sameTime(got *time.Time, want time.Time) bool {
 // with its next slots and its last succeeded slot, and the recent runs, as
 // the ledger holds them, on every dialect; -o table is the default table.
 func TestStatusDocument(t *testing.T) {
-	dir := t.TempDir()
-	file := filepath.Join(dir, "jobs.yaml")
-	if err := os.WriteFile(file, []byte(`apiVersion: leasecron.io/v1alpha1
+	file := writeFile(t, t.TempDir(), "jobs.yaml", `apiVersion: leasecron.io/v1alpha1
 kind: ScheduledJob
 metadata: {name: hook}
 spec:
   schedule: "0 6 * * *"
   timeZone: Asia/Shanghai
   http: {url: "http://127.0.0.1:1/hook"}
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`)
 	for _, dialect := range testenv.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
 			dsn := testenv.DSN(t, dialect)
 			flags := []string{"--database-dsn", dsn, "--timezone", "UTC", "--log-level", "error"}
-			if code, _, stderr := execute(t, nil, append([]string{"backfill", "daily-stats", "--from", "2026-01-01", "--to", "2026-01-02"}, flags...)...); code != ExitOK {
-				t.Fatalf("backfill: exit %d: %s", code, stderr)
-			}
+			commandRunner(t, flags...)(ExitOK, "backfill", "daily-stats", "--from", "2026-01-01", "--to", "2026-01-02")
 			db := testdb.Open(t, dsn)
 			fence, err := jobs.NewLedger(db, "replica-1").BeginTerm(context.Background(), "default/leasecron")
 			if err != nil {
@@ -158,14 +151,7 @@ func TestVerifyDocumentAndExitCodes(t *testing.T) {
 		t.Run(dialect, func(t *testing.T) {
 			dsn := testenv.DSN(t, dialect)
 			flags := []string{"--database-dsn", dsn, "--timezone", "UTC", "--log-level", "error"}
-			run := func(want int, args ...string) string {
-				t.Helper()
-				code, stdout, stderr := execute(t, nil, append(args, flags...)...)
-				if code != want {
-					t.Fatalf("%v: exit %d, want %d\nstdout: %s\nstderr: %s", args, code, want, stdout, stderr)
-				}
-				return stdout
-			}
+			run := commandRunner(t, flags...)
 			run(ExitOK, "backfill", "daily-stats", "--from", "2026-01-01", "--to", "2026-01-05")
 			rng := []string{"verify", "--from", "2026-01-01", "--to", "2026-01-05"}
 
