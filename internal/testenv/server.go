@@ -106,6 +106,30 @@ func (s *Server) NamedDSN(t testing.TB, name string) string {
 	return u.String()
 }
 
+// ServerFor is MySQLServer or PostgresServer, by dialect ("mysql" or
+// "postgres").
+func ServerFor(t testing.TB, dialect string) *Server {
+	t.Helper()
+	if dialect != "mysql" && dialect != "postgres" {
+		t.Fatalf("testenv: ServerFor(%q): want mysql or postgres", dialect)
+	}
+	return serverWithRestart(t, dialect)
+}
+
+// ReplaceFile gives the file at path its new content at once (written
+// aside, then renamed over it), as the kubelet updates a mounted Secret:
+// a reader sees the old content or the new, never half of it.
+func ReplaceFile(t testing.TB, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+}
+
 // UserOptions say what kind of user Server.User creates.
 type UserOptions struct {
 	// RequireTLS makes the server refuse the user any connection without

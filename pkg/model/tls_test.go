@@ -76,7 +76,7 @@ func TestWithCAFileRefuses(t *testing.T) {
 func TestTLSWithCA(t *testing.T) {
 	for _, dialect := range []string{"mysql", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
-			srv := server(t, dialect)
+			srv := testenv.ServerFor(t, dialect)
 			raw := srv.User(t, srv.DSN(t), testenv.UserOptions{RequireTLS: true})
 			password := userPassword(t, raw)
 			ca := srv.CAFile(t)
@@ -155,11 +155,11 @@ func ledgerRoundTrip(t *testing.T, raw, ca, dialect, job string) {
 func TestDSNFileFollowsRotation(t *testing.T) {
 	for _, dialect := range []string{"mysql", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
-			srv := server(t, dialect)
+			srv := testenv.ServerFor(t, dialect)
 			raw := srv.User(t, srv.DSN(t), testenv.UserOptions{})
 			user, oldPassword := userName(t, raw), userPassword(t, raw)
 			file := filepath.Join(t.TempDir(), "dsn")
-			writeFile(t, file, raw+"\n")
+			testenv.ReplaceFile(t, file, raw+"\n")
 			dsn, err := model.ParseDSNFile(file)
 			if err != nil {
 				t.Fatal(err)
@@ -191,7 +191,7 @@ func TestDSNFileFollowsRotation(t *testing.T) {
 			if err := eventually(ping, 2*time.Second); err == nil {
 				t.Fatal("connected with the old password after the rotation: the test shows nothing")
 			}
-			writeFile(t, file, withPassword(t, raw, newPassword))
+			testenv.ReplaceFile(t, file, withPassword(t, raw, newPassword))
 			if err := eventually(ping, 10*time.Second); err != nil {
 				t.Fatalf("no connection with the rewritten DSN file: %v", err)
 			}
@@ -203,7 +203,7 @@ func TestDSNFileFollowsRotation(t *testing.T) {
 				{withDatabase(t, withPassword(t, raw, newPassword), "lc_other"), "another database needs a restart"},
 				{"sqlite://x.db", "a new dialect needs a restart"},
 			} {
-				writeFile(t, file, bad.content)
+				testenv.ReplaceFile(t, file, bad.content)
 				kill()
 				if err := eventually(ping, 10*time.Second); err != nil {
 					t.Fatalf("the last good DSN does not go on after %q: %v", bad.content, err)
@@ -219,13 +219,6 @@ func TestDSNFileFollowsRotation(t *testing.T) {
 			}
 		})
 	}
-}
-
-func server(t *testing.T, dialect string) *testenv.Server {
-	if dialect == "mysql" {
-		return testenv.MySQLServer(t)
-	}
-	return testenv.PostgresServer(t)
 }
 
 func open(t *testing.T, raw, ca string) (*gorm.DB, error) {
@@ -255,27 +248,14 @@ func eventually(f func() error, within time.Duration) error {
 	}
 }
 
+// writeCA writes a CA certificate of another CA into dir.
 func writeCA(t *testing.T, dir string) string {
 	t.Helper()
 	ca, err := testenv.NewCA("another-ca")
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(dir, "other-ca.pem")
-	writeFile(t, path, string(ca.PEM))
-	return path
-}
-
-func writeFile(t *testing.T, path, content string) {
-	t.Helper()
-	// As the kubelet updates a Secret: the new content appears at once.
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
+	return ca.WriteFile(t, dir)
 }
 
 func parseURL(t *testing.T, raw string) *url.URL {
