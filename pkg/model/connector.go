@@ -34,8 +34,22 @@ type dsnFile struct {
 	path    string
 	content []byte // what ParseDSNFile read
 
-	mu   sync.Mutex
-	seen []string // credentials of contents read since, in every form
+	mu        sync.Mutex
+	seen      []string // credentials of contents read since, in every form
+	announced []byte   // the last new content a pool logged
+}
+
+// announce reports whether content is news to the log: the pools of one
+// process (the jobs', the leader's own) each switch to a new content, and
+// the first of them to see it logs it.
+func (f *dsnFile) announce(content []byte) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if bytes.Equal(content, f.announced) {
+		return false
+	}
+	f.announced = content
+	return true
 }
 
 func (f *dsnFile) secrets() []string {
@@ -164,13 +178,18 @@ func (c *fileConnector) current() driver.Connector {
 		return c.cur
 	}
 	next, dsn, err := c.load(string(b))
+	news := c.base.file.announce(b)
 	if err != nil {
 		c.refused = b
-		c.log.Error("database DSN file changed, but its new content cannot be used: new connections keep the previous DSN", "file", path, "err", c.base.Scrub(err))
+		if news {
+			c.log.Error("database DSN file changed, but its new content cannot be used: new connections keep the previous DSN", "file", path, "err", c.base.Scrub(err))
+		}
 		return c.cur
 	}
 	c.content, c.cur, c.refused = b, next, nil
-	c.log.Info("database DSN file changed: new connections use its new content", "file", path, "dsn", dsn.String())
+	if news {
+		c.log.Info("database DSN file changed: new connections use its new content", "file", path, "dsn", dsn.String())
+	}
 	return c.cur
 }
 
