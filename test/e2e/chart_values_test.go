@@ -1,21 +1,30 @@
 package e2e
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/restmapper"
+
+	"github.com/leasecron/leasecron/internal/testenv/kube"
 )
 
 // chartBaseValues are the values every render of the value tests starts
@@ -187,12 +196,28 @@ func onServiceMonitor(what string, want any, path ...string) check {
 		if err != nil {
 			return err
 		}
-		got, _, err := unstructured.NestedFieldNoCopy(sm.Object, path...)
-		if err != nil {
-			return err
-		}
-		return same("ServiceMonitor "+what, got, want)
+		return same("ServiceMonitor "+what, lookup(sm.Object, path...), want)
 	}
+}
+
+// lookup is the field at path in a decoded object, a number in path indexing
+// a list; nil when there is none.
+func lookup(v any, path ...string) any {
+	for _, p := range path {
+		switch x := v.(type) {
+		case map[string]any:
+			v = x[p]
+		case []any:
+			i, err := strconv.Atoi(p)
+			if err != nil || i < 0 || i >= len(x) {
+				return nil
+			}
+			v = x[i]
+		default:
+			return nil
+		}
+	}
+	return v
 }
 
 // smEndpoint is the ServiceMonitor's one endpoint's field, as a path.
@@ -688,6 +713,53 @@ func TestChartValuesRender(t *testing.T) {
 			for i, c := range tc.checks {
 				if c(before) == nil {
 					t.Errorf("check %d passes without %s too: it does not assert what the values change", i, asJSON(tc.values))
+				}
+			}
+		})
+	}
+}
+
+// TestChartValuesRenderAcceptedByAPIServer: what each case of
+// chartValueCases renders is accepted by a real kube-apiserver, object by
+// object, in a server-side dry-run create with strict field validation (the
+// API's schemas, the ScheduledJob CRD's schema and rules, admission), so no
+// value renders a field the API refuses: a NetworkPolicy peer, an envFrom
+// source, a toleration. The ServiceMonitor is left out: the Prometheus
+// Operator's CRD is not installed here.
+func TestChartValuesRenderAcceptedByAPIServer(t *testing.T) {
+	cp := kube.Start(t, kube.Options{})
+	cp.InstallCRDs(t)
+	ns := cp.Namespace(t, "jobs") // renderChart's namespace
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cs := kubernetes.NewForConfigOrDie(cp.AdminConfig())
+	// The helm test Pod runs as the namespace's default ServiceAccount, which
+	// only the controller manager would make; admission refuses a Pod without it.
+	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	groups, err := restmapper.GetAPIGroupResources(cs.Discovery())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapper := restmapper.NewDiscoveryRESTMapper(groups)
+	dyn := dynamic.NewForConfigOrDie(cp.AdminConfig())
+	for _, tc := range chartValueCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, o := range renderChart(t, mergeValues(mergeValues(chartBaseValues(), tc.needs), tc.values)) {
+				u := &unstructured.Unstructured{Object: o}
+				if u.GetKind() == "ServiceMonitor" {
+					continue
+				}
+				gvk := u.GroupVersionKind()
+				mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+				if err != nil {
+					t.Errorf("%s %s: %v", gvk, u.GetName(), err)
+					continue
+				}
+				opts := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}, FieldValidation: metav1.FieldValidationStrict}
+				if _, err := dyn.Resource(mapping.Resource).Namespace(u.GetNamespace()).Create(ctx, u, opts); err != nil {
+					t.Errorf("the API server refuses the rendered %s %s: %v", u.GetKind(), u.GetName(), err)
 				}
 			}
 		})

@@ -44,7 +44,7 @@ makes the object invalid YAML.
 */}}
 {{- define "leasecron.labelsWith" -}}
 {{- $ := index . 0 }}
-{{- $extra := index . 1 }}
+{{- $extra := index . 1 -}}
 helm.sh/chart: {{ include "leasecron.chart" $ }}
 {{ include "leasecron.selectorLabels" $ }}
 app.kubernetes.io/version: {{ $.Chart.AppVersion | quote }}
