@@ -136,14 +136,20 @@ func same(what string, got, want any) error {
 // check is one assertion on a render; it returns what is wrong.
 type check func(chartRender) error
 
-func onDeployment(what string, want any, get func(*appsv1.Deployment) any) check {
+// on is a check that the field get reads from the object obj returns (a
+// chartRender accessor) is want; what names the field in the error.
+func on[T any](what string, want any, obj func(chartRender) (*T, error), get func(*T) any) check {
 	return func(r chartRender) error {
-		d, err := r.deployment()
+		o, err := obj(r)
 		if err != nil {
 			return err
 		}
-		return same("Deployment "+what, get(d), want)
+		return same(what, get(o), want)
 	}
+}
+
+func onDeployment(what string, want any, get func(*appsv1.Deployment) any) check {
+	return on("Deployment "+what, want, chartRender.deployment, get)
 }
 
 func onPodSpec(what string, want any, get func(*corev1.PodSpec) any) check {
@@ -151,53 +157,24 @@ func onPodSpec(what string, want any, get func(*corev1.PodSpec) any) check {
 }
 
 func onController(what string, want any, get func(*corev1.Container) any) check {
-	return func(r chartRender) error {
-		c, err := r.controller()
-		if err != nil {
-			return err
-		}
-		return same("the controller container's "+what, get(c), want)
-	}
+	return on("the controller container's "+what, want, chartRender.controller, get)
 }
 
 func onTestPod(what string, want any, get func(*corev1.Pod) any) check {
-	return func(r chartRender) error {
-		p, err := r.testPod()
-		if err != nil {
-			return err
-		}
-		return same("the helm test Pod's "+what, get(p), want)
-	}
+	return on("the helm test Pod's "+what, want, chartRender.testPod, get)
 }
 
 func onService(what string, want any, get func(*corev1.Service) any) check {
-	return func(r chartRender) error {
-		s, err := r.service()
-		if err != nil {
-			return err
-		}
-		return same("Service "+what, get(s), want)
-	}
+	return on("Service "+what, want, chartRender.service, get)
 }
 
 func onNetworkPolicy(what string, want any, get func(*networkingv1.NetworkPolicy) any) check {
-	return func(r chartRender) error {
-		np, err := r.networkPolicy()
-		if err != nil {
-			return err
-		}
-		return same("NetworkPolicy "+what, get(np), want)
-	}
+	return on("NetworkPolicy "+what, want, chartRender.networkPolicy, get)
 }
 
+// onServiceMonitor checks the ServiceMonitor's field at path (see lookup).
 func onServiceMonitor(what string, want any, path ...string) check {
-	return func(r chartRender) error {
-		sm, err := r.serviceMonitor()
-		if err != nil {
-			return err
-		}
-		return same("ServiceMonitor "+what, lookup(sm.Object, path...), want)
-	}
+	return on("ServiceMonitor "+what, want, chartRender.serviceMonitor, func(sm *unstructured.Unstructured) any { return lookup(sm.Object, path...) })
 }
 
 // lookup is the field at path in a decoded object, a number in path indexing
