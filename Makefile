@@ -8,7 +8,7 @@ LDFLAGS := -s -w -X github.com/leasecron/leasecron/internal/version.Version=$(VE
 # Test packages share two cores and start real servers; keep them from piling up.
 TESTFLAGS ?= -count=1 -p 2 -timeout 30m
 
-.PHONY: help build run test e2e test-deps tools generate fuzz bench lint cross clean
+.PHONY: help build run test e2e test-deps tools generate fuzz bench lint cross release image clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,14 @@ lint: ## go vet, gofmt, and the generated files up to date
 
 cross: ## build and go vet the shipped code for macOS and Windows, amd64 and arm64 (the test harness is Linux-only)
 	@GO=$(GO) hack/cross.sh
+
+DIST ?= dist
+release: ## build dist/ (or DIST=dir): linux/amd64 and arm64 binaries linked as make build links them, the chart, SHA256SUMS (needs helm: make tools)
+	@GO="$(GO)" VERSION="$(VERSION)" COMMIT="$(COMMIT)" LDFLAGS="$(LDFLAGS)" DIST="$(DIST)" CHART_VERSION="$(CHART_VERSION)" hack/release.sh
+
+IMAGE ?= leasecron
+image: ## build the container image leasecron:<git describe> (IMAGE=name to rename) with BuildKit, version and commit from git
+	DOCKER_BUILDKIT=1 docker build --build-arg VERSION="$(VERSION)" --build-arg COMMIT="$(COMMIT)" -t "$(IMAGE):$(VERSION)" .
 
 clean: ## remove build output and the local database
 	rm -rf bin leasecron.db leasecron.db-shm leasecron.db-wal leasecron.lock

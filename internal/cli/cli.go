@@ -4,7 +4,9 @@
 // Every flag can also come from the environment as LEASECRON_<FLAG> (upper
 // case, dashes to underscores); a flag on the command line wins. Bad usage or
 // configuration is detected before anything is opened or written and ends
-// with one line on stderr and exit code 2; runtime failures exit 1.
+// with one line on stderr and exit code 2; runtime failures exit 1. verify,
+// a check scripts act on, keeps 1 for what it found and exits 3 when it
+// could not check at all.
 package cli
 
 import (
@@ -22,8 +24,6 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 	"k8s.io/klog/v2"
-
-	"github.com/leasecron/leasecron/internal/version"
 )
 
 // Exit codes.
@@ -31,6 +31,9 @@ const (
 	ExitOK      = 0
 	ExitFailure = 1
 	ExitUsage   = 2
+	// ExitNotChecked is verify's code when it could not check (database
+	// unreachable, ledger missing); 1 means it checked and found problems.
+	ExitNotChecked = 3
 )
 
 // usageError marks an error as bad usage or configuration (exit 2).
@@ -43,7 +46,13 @@ func usagef(format string, args ...any) error {
 	return usageError{fmt.Errorf(format, args...)}
 }
 
-// failure is a runtime failure whose message was already printed (exit 1).
+// notCheckedError marks a failure that kept verify from checking (exit 3).
+type notCheckedError struct{ err error }
+
+func (e notCheckedError) Error() string { return e.err.Error() }
+func (e notCheckedError) Unwrap() error { return e.err }
+
+// errReported is a runtime failure whose message was already printed (exit 1).
 var errReported = errors.New("reported")
 
 // Execute runs the command line args and returns the process exit code.
@@ -66,6 +75,9 @@ func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ExitUsage
 	}
 	code := ExitFailure
+	if errors.As(err, new(notCheckedError)) {
+		code = ExitNotChecked
+	}
 	msg := strings.ReplaceAll(err.Error(), "\n", " ")
 	if strings.HasPrefix(msg, "unknown command") {
 		code = ExitUsage
@@ -84,8 +96,10 @@ Replicas compete for a Kubernetes Lease (or, on one host, a file lock); only the
 leader schedules, and a ledger in the database guards every slot.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Version:       version.Version + " (" + version.Commit + ")",
+		// --version prints what the version command prints.
+		Version: versionLine(),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {

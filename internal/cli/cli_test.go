@@ -89,6 +89,7 @@ func TestBadInput(t *testing.T) {
 		{"backfill no range", nil, []string{"backfill", "daily-stats"}, "backfill needs --from and --to"},
 		{"verify bad date", nil, []string{"verify", "--from", "yesterday"}, `--from "yesterday" is not a date`},
 		{"status bad limit", nil, []string{"status", "--limit", "0"}, "--limit must be at least 1"},
+		{"unknown output format", nil, []string{"status", "-o", "xml"}, `--output "xml" is not valid: use table, json or yaml`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -350,10 +351,7 @@ func TestBadJobsFile(t *testing.T) {
 		{"http headersFrom file missing", head + "metadata: {name: a}\nspec: {schedule: '@daily', http: {url: 'http://x', headersFrom: [{name: Authorization, file: /nonexistent/token}]}}\n", []string{"job a: spec.http.headersFrom[0].file:"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			file := filepath.Join(t.TempDir(), "jobs.yaml")
-			if err := os.WriteFile(file, []byte(tc.text), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			file := writeFile(t, t.TempDir(), "jobs.yaml", tc.text)
 			for _, args := range [][]string{
 				{"run", "--jobs-file", file},
 				{"validate", "--jobs-file", file},

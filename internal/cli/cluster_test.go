@@ -42,10 +42,11 @@ func TestCommandsReadTheClustersJobs(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("jobs --jobs-source cluster: exit %d, stderr %s", code, stderr)
 	}
-	var listed []struct{ Name string }
-	if err := json.Unmarshal([]byte(stdout), &listed); err != nil {
+	var doc jobsDoc
+	if err := json.Unmarshal([]byte(stdout), &doc); err != nil {
 		t.Fatalf("jobs -o json: %v\n%s", err, stdout)
 	}
+	listed := doc.Jobs
 	if len(listed) != 1 || listed[0].Name != "rollup" {
 		t.Fatalf("jobs listed %+v, want only rollup (daily-stats is not named by --schedule; broken is refused)", listed)
 	}

@@ -5,13 +5,10 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
-	"gorm.io/gorm"
 
-	"github.com/leasecron/leasecron/internal/version"
 	"github.com/leasecron/leasecron/pkg/dailystats"
 	"github.com/leasecron/leasecron/pkg/jobs"
 	"github.com/leasecron/leasecron/pkg/model"
@@ -193,270 +190,6 @@ func newBackfillCmd() *cobra.Command {
 	return cmd
 }
 
-func newStatusCmd() *cobra.Command {
-	var (
-		db    dbOptions
-		js    jobsOptions
-		lg    logOptions
-		limit int
-	)
-	cmd := &cobra.Command{
-		Use:   "status",
-		Short: "Show who leads, the jobs with their next slots, and the recent runs",
-		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, dsn, err := setup(cmd, &db, &lg)
-			if err != nil {
-				return err
-			}
-			set, err := js.load(dsn.Dialect)
-			if err != nil {
-				return err
-			}
-			if limit < 1 {
-				return usagef("--limit must be at least 1 (got %d)", limit)
-			}
-			gdb, err := db.openExisting(cmd.Context(), dsn, log)
-			if err != nil {
-				return err
-			}
-			defer model.Close(gdb)
-			st, err := jobs.ReadStatus(cmd.Context(), gdb, limit)
-			if err != nil {
-				return fmt.Errorf("read status from %s: %w (has 'leasecron migrate' run?)", dsn, dsn.Scrub(err))
-			}
-			printStatus(cmd.OutOrStdout(), st, set)
-			return nil
-		},
-	}
-	db.addFlags(cmd.Flags())
-	js.addFlags(cmd.Flags(), true)
-	lg.addFlags(cmd.Flags())
-	cmd.Flags().IntVar(&limit, "limit", 10, "how many recent runs to show")
-	return cmd
-}
-
-// nextSlots returns up to n slots of s after t.
-func nextSlots(s *jobs.Schedule, t time.Time, n int) []time.Time {
-	var out []time.Time
-	for i := 0; i < n; i++ {
-		if t = s.Next(t); t.IsZero() {
-			break
-		}
-		out = append(out, t)
-	}
-	return out
-}
-
-func printStatus(w io.Writer, st jobs.Status, set *jobSet) {
-	loc := set.loc
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	defer tw.Flush()
-	fmt.Fprintln(tw, "LEADERSHIP")
-	if len(st.Terms) == 0 {
-		fmt.Fprintln(tw, "  no leader has started yet")
-	}
-	for _, t := range st.Terms {
-		since := "-"
-		if t.StartedAt != nil {
-			since = t.StartedAt.In(loc).Format(time.RFC3339)
-		}
-		fmt.Fprintf(tw, "  %s\tholder %s\tterm %d\tsince %s\n", t.Scope, t.Holder, t.Term, since)
-	}
-	fmt.Fprintln(tw, "\nJOBS")
-	now := time.Now()
-	for _, d := range set.defs {
-		var next []string
-		for _, t := range nextSlots(d.Schedule, now, 3) {
-			next = append(next, t.In(d.Schedule.Location()).Format(time.RFC3339))
-		}
-		suspended := ""
-		if d.Policy.Suspend {
-			suspended = "\tsuspended"
-		}
-		fmt.Fprintf(tw, "  %s\t%s\tschedule %q\tnext %s%s\n", d.Name, d.Kind, d.Schedule.String(), strings.Join(next, ", "), suspended)
-	}
-	fmt.Fprintln(tw, "\nRECENT RUNS")
-	fmt.Fprintln(tw, "  JOB\tSLOT\tSTATUS\tHOLDER\tFENCE\tATTEMPTS\tERROR")
-	for _, r := range st.Runs {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%d\t%s\n", r.Job, r.Slot.In(loc).Format(time.RFC3339), r.Status, r.Holder, r.Fence, r.Attempts, r.Error)
-	}
-}
-
-func newVerifyCmd() *cobra.Command {
-	var (
-		db       dbOptions
-		js       jobsOptions
-		lg       logOptions
-		from, to string
-	)
-	cmd := &cobra.Command{
-		Use:   "verify",
-		Short: "Check every job's slots in the ledger and the statistics tables (exit 1 if anything is missing or doubled)",
-		Long: `For every job, list the slots between --from and --to that have no succeeded row
-in the ledger (default: from the job's first ledger row to now). For the
-daily-stats job, also check the statistics tables for dates with more than one
-row and for dates with no row (default range: the earliest and latest dates any
-table holds). Exits 1 when it finds any.`,
-		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, dsn, err := setup(cmd, &db, &lg)
-			if err != nil {
-				return err
-			}
-			set, err := js.load(dsn.Dialect)
-			if err != nil {
-				return err
-			}
-			var f, t model.Date
-			if from != "" {
-				if f, err = parseDay("from", from); err != nil {
-					return err
-				}
-			}
-			if to != "" {
-				if t, err = parseDay("to", to); err != nil {
-					return err
-				}
-			}
-			if from != "" && to != "" && t.Before(f) {
-				return usagef("--to %s is before --from %s: swap them", t, f)
-			}
-			gdb, err := db.openExisting(cmd.Context(), dsn, log)
-			if err != nil {
-				return err
-			}
-			defer model.Close(gdb)
-			ok := true
-			out := cmd.OutOrStdout()
-			for _, d := range set.defs {
-				good, err := verifyJob(cmd, gdb, d, from, to, f, t)
-				if err != nil {
-					return fmt.Errorf("verify %s in %s: %w (has 'leasecron migrate' run?)", d.Name, dsn, dsn.Scrub(err))
-				}
-				ok = ok && good
-				if _, stats := d.Work.(dailystats.Job); !stats {
-					continue
-				}
-				good, err = verifyStats(cmd, gdb, from, to, f, t)
-				if err != nil {
-					return fmt.Errorf("verify %s: %w (has 'leasecron migrate' run?)", dsn, dsn.Scrub(err))
-				}
-				ok = ok && good
-			}
-			if !ok {
-				return errReported
-			}
-			fmt.Fprintln(out, "all checks passed")
-			return nil
-		},
-	}
-	db.addFlags(cmd.Flags())
-	js.addFlags(cmd.Flags(), true)
-	lg.addFlags(cmd.Flags())
-	cmd.Flags().StringVar(&from, "from", "", "first date of the range to check (YYYY-MM-DD, in the job's zone; default: the job's first slot in the ledger, and for the tables the earliest date held)")
-	cmd.Flags().StringVar(&to, "to", "", "last date of the range, inclusive (default: now, and for the tables the latest date held)")
-	return cmd
-}
-
-// verifyJob prints the slots of d in the range that have no succeeded row,
-// and reports whether there are none.
-func verifyJob(cmd *cobra.Command, db *gorm.DB, d jobs.Definition, from, to string, f, t model.Date) (bool, error) {
-	loc := d.Schedule.Location()
-	start, end := f.In(loc), t.AddDays(1).In(loc).Add(-time.Nanosecond)
-	if from == "" {
-		first, ok, err := jobs.FirstSlot(cmd.Context(), db, d.Name)
-		if err != nil {
-			return false, err
-		}
-		if !ok {
-			fmt.Fprintf(cmd.OutOrStdout(), "job %s: no slots in the ledger yet\n", d.Name)
-			return true, nil
-		}
-		start = first
-	}
-	if now := time.Now(); to == "" || end.After(now) {
-		end = now
-	}
-	missing, err := jobs.Unsucceeded(cmd.Context(), db, d, start, end)
-	if err != nil {
-		return false, err
-	}
-	span := fmt.Sprintf("%s to %s", start.In(loc).Format(time.RFC3339), end.In(loc).Format(time.RFC3339))
-	if len(missing) == 0 {
-		fmt.Fprintf(cmd.OutOrStdout(), "job %s: ok (every slot from %s succeeded)\n", d.Name, span)
-		return true, nil
-	}
-	const show = 10
-	var ts []string
-	for _, m := range missing[:min(len(missing), show)] {
-		ts = append(ts, m.In(loc).Format(time.RFC3339))
-	}
-	fmt.Fprintf(cmd.OutOrStdout(), "job %s: %d slots from %s without a succeeded run: %s%s\n", d.Name, len(missing), span, strings.Join(ts, ", "), more(len(missing), show))
-	return false, nil
-}
-
-// verifyStats checks the four statistics tables, as verify always has.
-func verifyStats(cmd *cobra.Command, db *gorm.DB, from, to string, f, t model.Date) (bool, error) {
-	first, last, any, err := dailystats.DateSpan(cmd.Context(), db)
-	if err != nil {
-		return false, err
-	}
-	if from == "" {
-		f = first
-	}
-	if to == "" {
-		t = last
-	}
-	if !any && (from == "" || to == "") {
-		fmt.Fprintln(cmd.OutOrStdout(), "no dates in any statistics table yet; give --from and --to to check a range")
-		return true, nil
-	}
-	reports, err := dailystats.Verify(cmd.Context(), db, f, t)
-	if err != nil {
-		return false, err
-	}
-	return printVerify(cmd.OutOrStdout(), reports, f, t), nil
-}
-
-// printVerify prints one line per table and reports whether all are clean.
-func printVerify(w io.Writer, reports []dailystats.TableReport, from, to model.Date) bool {
-	const show = 10
-	ok := true
-	fmt.Fprintf(w, "checking %s to %s\n", from, to)
-	for _, r := range reports {
-		if r.OK() {
-			fmt.Fprintf(w, "%s: ok\n", r.Table)
-			continue
-		}
-		ok = false
-		var parts []string
-		if n := len(r.Duplicates); n > 0 {
-			var ds []string
-			for _, d := range r.Duplicates[:min(n, show)] {
-				ds = append(ds, fmt.Sprintf("%s (%d rows)", d.Date, d.Count))
-			}
-			parts = append(parts, fmt.Sprintf("%d duplicate dates: %s%s", n, strings.Join(ds, ", "), more(n, show)))
-		}
-		if n := len(r.Missing); n > 0 {
-			var ds []string
-			for _, d := range r.Missing[:min(n, show)] {
-				ds = append(ds, d.String())
-			}
-			parts = append(parts, fmt.Sprintf("%d missing dates: %s%s", n, strings.Join(ds, ", "), more(n, show)))
-		}
-		fmt.Fprintf(w, "%s: %s\n", r.Table, strings.Join(parts, "; "))
-	}
-	return ok
-}
-
-func more(n, shown int) string {
-	if n > shown {
-		return fmt.Sprintf(" and %d more", n-shown)
-	}
-	return ""
-}
-
 func newMigrateCmd() *cobra.Command {
 	var (
 		db dbOptions
@@ -579,12 +312,21 @@ func idsText(ids []int64) string {
 }
 
 func newVersionCmd() *cobra.Command {
-	return &cobra.Command{
+	var out outputOptions
+	cmd := &cobra.Command{
 		Use:   "version",
-		Short: "Print the version",
+		Short: "Print the version (-o json|yaml: also the Go version and platform)",
 		Args:  noArgs,
-		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintf(cmd.OutOrStdout(), "leasecron %s (commit %s)\n", version.Version, version.Commit)
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := out.check(); err != nil {
+				return err
+			}
+			return out.print(cmd.OutOrStdout(), currentVersion(), func(w io.Writer) error {
+				_, err := fmt.Fprintln(w, versionLine())
+				return err
+			})
 		},
 	}
+	out.addFlags(cmd.Flags())
+	return cmd
 }

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -25,15 +24,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 func TestManualCommands(t *testing.T) {
 	for _, dialect := range testenv.Dialects() {
 		t.Run(dialect, func(t *testing.T) {
-			db := []string{"--database-dsn", testenv.DSN(t, dialect), "--timezone", "Asia/Shanghai", "--log-level", "error"}
-			run := func(want int, args ...string) string {
-				t.Helper()
-				code, stdout, stderr := execute(t, nil, append(args, db...)...)
-				if code != want {
-					t.Fatalf("%v: exit %d, want %d\nstdout: %s\nstderr: %s", args, code, want, stdout, stderr)
-				}
-				return stdout
-			}
+			run := commandRunner(t, "--database-dsn", testenv.DSN(t, dialect), "--timezone", "Asia/Shanghai", "--log-level", "error")
 			expect := func(out, want string) {
 				t.Helper()
 				if !strings.Contains(out, want) {
@@ -141,26 +132,15 @@ func loadLegacy(t *testing.T, raw string, days, copies int) {
 func TestHTTPJobBackfillAndVerify(t *testing.T) {
 	rc := testenv.NewReceiver(t, nil)
 	dir := t.TempDir()
-	file := filepath.Join(dir, "jobs.yaml")
-	if err := os.WriteFile(file, []byte(`apiVersion: leasecron.io/v1alpha1
+	file := writeFile(t, dir, "jobs.yaml", `apiVersion: leasecron.io/v1alpha1
 kind: ScheduledJob
 metadata: {name: hook}
 spec:
   schedule: "0 6 * * *"
   timeZone: UTC
   http: {url: "`+rc.URL()+`/hook", body: "{{.SlotDate}}"}
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	flags := []string{"--jobs-file", file, "--database-dsn", "sqlite://" + filepath.Join(dir, "x.db"), "--log-level", "error"}
-	run := func(want int, args ...string) string {
-		t.Helper()
-		code, stdout, stderr := execute(t, nil, append(args, flags...)...)
-		if code != want {
-			t.Fatalf("%v: exit %d, want %d\nstdout: %s\nstderr: %s", args, code, want, stdout, stderr)
-		}
-		return stdout
-	}
+`)
+	run := commandRunner(t, "--jobs-file", file, "--database-dsn", "sqlite://"+filepath.Join(dir, "x.db"), "--log-level", "error")
 	out := run(ExitOK, "backfill", "hook", "--from", "2026-01-01", "--to", "2026-01-05")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 2 || !strings.Contains(lines[0], "hook: 5 slots from 2026-01-01 to 2026-01-05 run outside the database (http): one delivery per slot at least, each with its own Idempotency-Key") ||
@@ -192,12 +172,11 @@ spec:
 }
 
 // TestJobsCommand lists the jobs a file defines, as a table and as JSON and
-// YAML a script can read, without any database.
+// YAML documents a script can read, without any database.
 func TestJobsCommand(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
-	file := filepath.Join(dir, "jobs.yaml")
-	if err := os.WriteFile(file, []byte(`apiVersion: leasecron.io/v1alpha1
+	file := writeFile(t, dir, "jobs.yaml", `apiVersion: leasecron.io/v1alpha1
 kind: ScheduledJob
 metadata: {name: rollup}
 spec:
@@ -213,30 +192,21 @@ spec:
   schedule: "@every 1h"
   suspend: true
   http: {url: "http://127.0.0.1:1/x"}
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	code, out, stderr := execute(t, nil, "jobs", "--jobs-file", file, "-o", "json", "--next", "2")
-	if code != ExitOK {
-		t.Fatalf("exit %d: %s", code, stderr)
-	}
-	var infos []jobInfo
-	if err := json.Unmarshal([]byte(out), &infos); err != nil {
-		t.Fatalf("-o json is not JSON: %v\n%s", err, out)
-	}
-	if len(infos) != 2 || infos[1].Name != "hook" || infos[1].Kind != "http" || !infos[1].Suspend ||
-		infos[0].Name != "rollup" || infos[0].Kind != "sql" || infos[0].TimeZone != "Europe/Berlin" || infos[0].Timeout != "2m0s" || len(infos[0].NextSlots) != 2 {
+`)
+	infos := documents[jobsDoc](t, nil, ExitOK, "jobs", "--jobs-file", file, "--next", "2").Jobs
+	if len(infos) != 2 || infos[1].Name != "hook" || infos[1].Kind != "http" || !infos[1].Suspend || infos[1].Schedule != "@every 1h" || len(infos[1].NextSlots) != 2 ||
+		infos[0].Name != "rollup" || infos[0].Kind != "sql" || infos[0].TimeZone != "Europe/Berlin" || infos[0].Timeout != "2m0s" || infos[0].Suspend || len(infos[0].NextSlots) != 2 {
 		t.Fatalf("jobs = %+v, want rollup and hook in the file's order", infos)
 	}
-	next, err := time.Parse(time.RFC3339, infos[0].NextSlots[0])
-	if err != nil || next.In(mustZone(t, "Europe/Berlin")).Hour() != 5 {
-		t.Errorf("rollup's next slot %q, want 05:00 in Berlin", infos[0].NextSlots[0])
+	for _, next := range infos[0].NextSlots {
+		if next.Location() != time.UTC || next.In(mustZone(t, "Europe/Berlin")).Hour() != 5 || !next.After(time.Now()) {
+			t.Errorf("rollup's next slot %s, want a coming 05:00 in Berlin, written in UTC", next)
+		}
 	}
-	code, out, _ = execute(t, nil, "jobs", "--jobs-file", file, "-o", "yaml")
-	if code != ExitOK || !strings.Contains(out, "name: rollup") || !strings.Contains(out, "kind: sql") {
-		t.Fatalf("-o yaml = %d:\n%s", code, out)
+	if gap := infos[1].NextSlots[1].Sub(infos[1].NextSlots[0]); gap != time.Hour {
+		t.Errorf("hook's next slots are %s apart, want 1h", gap)
 	}
-	code, out, _ = execute(t, nil, "jobs", "--jobs-file", file)
+	code, out, _ := execute(t, nil, "jobs", "--jobs-file", file)
 	if code != ExitOK || !strings.HasPrefix(out, "NAME") || !strings.Contains(out, "rollup") {
 		t.Fatalf("table = %d:\n%s", code, out)
 	}
@@ -252,4 +222,27 @@ func mustZone(t *testing.T, name string) *time.Location {
 		t.Fatal(err)
 	}
 	return loc
+}
+
+// commandRunner returns a function that runs a command line with flags
+// appended, fails the test unless it exits want, and returns its stdout.
+func commandRunner(t *testing.T, flags ...string) func(want int, args ...string) string {
+	return func(want int, args ...string) string {
+		t.Helper()
+		code, stdout, stderr := execute(t, nil, append(args, flags...)...)
+		if code != want {
+			t.Fatalf("%v: exit %d, want %d\nstdout: %s\nstderr: %s", args, code, want, stdout, stderr)
+		}
+		return stdout
+	}
+}
+
+// writeFile writes text to a file name in dir and returns its path.
+func writeFile(t *testing.T, dir, name, text string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,36 +9,56 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"sigs.k8s.io/yaml"
 
+	"github.com/leasecron/leasecron/pkg/jobs"
 	"github.com/leasecron/leasecron/pkg/model"
 )
 
-// jobInfo is one job as `leasecron jobs -o json|yaml` prints it.
+// jobsDoc is `leasecron jobs -o json|yaml`.
+type jobsDoc struct {
+	Jobs []jobInfo `json:"jobs"`
+}
+
+// jobInfo is one job as `jobs` (and, with its last success, `status`)
+// prints it.
 type jobInfo struct {
-	Name      string   `json:"name"`
-	Kind      string   `json:"kind"`
-	Schedule  string   `json:"schedule"`
-	TimeZone  string   `json:"timeZone"`
-	Suspend   bool     `json:"suspend"`
-	Timeout   string   `json:"timeout"`
-	NextSlots []string `json:"nextSlots"`
+	Name     string `json:"name"`
+	Kind     string `json:"kind"`
+	Schedule string `json:"schedule"`
+	TimeZone string `json:"timeZone"`
+	Suspend  bool   `json:"suspend"`
+	// Timeout is the time limit of one attempt, such as "10m0s".
+	Timeout   string      `json:"timeout"`
+	NextSlots []time.Time `json:"nextSlots"`
+	// zone is the job's zone, in which the table shows its slots.
+	zone *time.Location
+}
+
+// newJobInfo describes d with its next n slots after now.
+func newJobInfo(d jobs.Definition, now time.Time, n int) jobInfo {
+	loc := d.Schedule.Location()
+	in := jobInfo{Name: d.Name, Kind: d.Kind, Schedule: d.Schedule.String(), TimeZone: loc.String(),
+		Suspend: d.Policy.Suspend, Timeout: d.Policy.Timeout.String(), NextSlots: []time.Time{}, zone: loc}
+	for _, t := range nextSlots(d.Schedule, now, n) {
+		in.NextSlots = append(in.NextSlots, t.UTC())
+	}
+	return in
 }
 
 func newJobsCmd() *cobra.Command {
 	var (
-		js     jobsOptions
-		dsn    string
-		output string
-		next   int
+		js   jobsOptions
+		dsn  string
+		out  outputOptions
+		next int
 	)
 	cmd := &cobra.Command{
 		Use:   "jobs",
 		Short: "List the jobs the flags and --jobs-file define: kind, schedule, zone and next slots (no database needed)",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != "" && output != "json" && output != "yaml" {
-				return usagef("-o %q is not valid: use json or yaml, or leave it out for a table", output)
+			if err := out.check(); err != nil {
+				return err
 			}
 			if next < 0 {
 				return usagef("--next must be 0 or more (got %d)", next)
@@ -55,47 +74,29 @@ func newJobsCmd() *cobra.Command {
 				return err
 			}
 			now := time.Now()
-			infos := make([]jobInfo, 0, len(set.defs))
+			doc := jobsDoc{Jobs: make([]jobInfo, 0, len(set.defs))}
 			for _, d := range set.defs {
-				loc := d.Schedule.Location()
-				in := jobInfo{Name: d.Name, Kind: d.Kind, Schedule: d.Schedule.String(), TimeZone: loc.String(),
-					Suspend: d.Policy.Suspend, Timeout: d.Policy.Timeout.String(), NextSlots: []string{}}
-				for _, t := range nextSlots(d.Schedule, now, next) {
-					in.NextSlots = append(in.NextSlots, t.In(loc).Format(time.RFC3339))
-				}
-				infos = append(infos, in)
+				doc.Jobs = append(doc.Jobs, newJobInfo(d, now, next))
 			}
-			return printJobs(cmd.OutOrStdout(), infos, output)
+			return out.print(cmd.OutOrStdout(), doc, func(w io.Writer) error { return printJobs(w, doc.Jobs) })
 		},
 	}
 	js.addFlags(cmd.Flags(), true)
 	cmd.Flags().StringVar(&dsn, "database-dsn", model.DefaultDSN, "the ledger's DSN: only its scheme is read (sql jobs are checked for its dialect); nothing is opened")
-	cmd.Flags().StringVarP(&output, "output", "o", "", "json or yaml (default: a table)")
+	out.addFlags(cmd.Flags())
 	cmd.Flags().IntVar(&next, "next", 3, "how many next slots to show per job")
 	return cmd
 }
 
-func printJobs(w io.Writer, infos []jobInfo, output string) error {
-	switch output {
-	case "json":
-		b, err := json.MarshalIndent(infos, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(w, "%s\n", b)
-		return err
-	case "yaml":
-		b, err := yaml.Marshal(infos)
-		if err != nil {
-			return err
-		}
-		_, err = w.Write(b)
-		return err
-	}
+func printJobs(w io.Writer, infos []jobInfo) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tKIND\tSCHEDULE\tZONE\tSUSPEND\tNEXT")
 	for _, in := range infos {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\t%s\n", in.Name, in.Kind, in.Schedule, in.TimeZone, in.Suspend, strings.Join(in.NextSlots, ", "))
+		next := make([]string, len(in.NextSlots))
+		for i, t := range in.NextSlots {
+			next[i] = t.In(in.zone).Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\t%s\n", in.Name, in.Kind, in.Schedule, in.TimeZone, in.Suspend, strings.Join(next, ", "))
 	}
 	return tw.Flush()
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -21,6 +20,7 @@ import (
 type dbOptions struct {
 	dsn            string
 	dsnFile        string
+	caFile         string
 	connectTimeout time.Duration
 	// limits are set on every session; run sets them, other commands none.
 	limits model.SessionLimits
@@ -30,7 +30,8 @@ type dbOptions struct {
 
 func (o *dbOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.dsn, "database-dsn", model.DefaultDSN, "database DSN: sqlite://PATH, mysql://USER:PASS@HOST:PORT/DB or postgres://USER:PASS@HOST:PORT/DB")
-	fs.StringVar(&o.dsnFile, "database-dsn-file", "", "read the database DSN from this file (a mounted Secret) instead; giving it with --database-dsn is refused")
+	fs.StringVar(&o.dsnFile, "database-dsn-file", "", "read the database DSN from this file (a mounted Secret) instead, and again for every new connection, so a rotated Secret is picked up; giving it with --database-dsn is refused")
+	fs.StringVar(&o.caFile, "database-ca-file", "", "PEM file of the CA that signed the database server's certificate: TLS to MySQL/MariaDB or PostgreSQL, verifying the certificate and host name")
 	fs.DurationVar(&o.connectTimeout, "database-connect-timeout", time.Minute, "how long to retry an unreachable database at start-up before giving up")
 }
 
@@ -50,26 +51,34 @@ func setup(cmd *cobra.Command, db *dbOptions, lg *logOptions) (*slog.Logger, mod
 
 // parse resolves and parses the DSN without connecting.
 func (o *dbOptions) parse(fs *pflag.FlagSet) (model.DSN, error) {
-	raw := o.dsn
-	if o.dsnFile != "" {
-		if fs.Changed("database-dsn") {
-			if _, ok := os.LookupEnv(envName("database-dsn")); ok {
-				return model.DSN{}, usagef("--database-dsn (from %s) and --database-dsn-file are both set: give only one", envName("database-dsn"))
-			}
-			return model.DSN{}, usagef("--database-dsn and --database-dsn-file are both set: give only one")
+	if o.dsnFile != "" && fs.Changed("database-dsn") {
+		if _, ok := os.LookupEnv(envName("database-dsn")); ok {
+			return model.DSN{}, usagef("--database-dsn (from %s) and --database-dsn-file are both set: give only one", envName("database-dsn"))
 		}
-		b, err := os.ReadFile(o.dsnFile)
-		if err != nil {
-			return model.DSN{}, usagef("cannot read --database-dsn-file %s: %v", o.dsnFile, unwrapPathErr(err))
-		}
-		raw = strings.TrimSpace(string(b))
+		return model.DSN{}, usagef("--database-dsn and --database-dsn-file are both set: give only one")
 	}
 	if o.connectTimeout < 0 {
 		return model.DSN{}, usagef("--database-connect-timeout must not be negative (got %s)", o.connectTimeout)
 	}
-	dsn, err := model.ParseDSN(raw)
+	var (
+		dsn model.DSN
+		err error
+	)
+	if o.dsnFile != "" {
+		dsn, err = model.ParseDSNFile(o.dsnFile)
+		if pe := (*os.PathError)(nil); errors.As(err, &pe) {
+			return model.DSN{}, usagef("cannot read --database-dsn-file %s: %v", o.dsnFile, pe.Err)
+		}
+	} else {
+		dsn, err = model.ParseDSN(o.dsn)
+	}
 	if err != nil {
 		return model.DSN{}, usageError{err}
+	}
+	if o.caFile != "" {
+		if dsn, err = dsn.WithCAFile(o.caFile); err != nil {
+			return model.DSN{}, usagef("--database-ca-file: %v", err)
+		}
 	}
 	return dsn, nil
 }

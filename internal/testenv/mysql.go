@@ -62,17 +62,26 @@ func startMariaDB(ctx context.Context, base string) (*Server, error) {
 		return nil, fmt.Errorf("initialising MariaDB data dir: %w", err)
 	}
 
+	// TLS is on, not required: only users created with REQUIRE SSL (see
+	// Server.User) must use it.
+	tls, err := writeServerTLS(dir, nil)
+	if err != nil {
+		return nil, err
+	}
+
 	return startOnFreePort(ctx, func(port int) *Server {
 		args := []string{"--no-defaults", "--datadir=" + data, "--tmpdir=" + tmp,
 			"--socket=" + filepath.Join(dir, "mariadbd.sock"),
 			"--pid-file=" + filepath.Join(dir, "mariadbd.pid"),
-			"--port=" + strconv.Itoa(port), "--bind-address=127.0.0.1", "--skip-name-resolve"}
+			"--port=" + strconv.Itoa(port), "--bind-address=" + serverHost, "--skip-name-resolve",
+			"--ssl-ca=" + tls.caFile, "--ssl-cert=" + tls.certFile, "--ssl-key=" + tls.keyFile}
 		args = append(append(args, asUser...), mariadbOptions...)
 		return &Server{
 			dialect: "mysql",
 			name:    "MariaDB",
 			admin: &url.URL{Scheme: "mysql", User: url.User("root"),
-				Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Path: "/mysql"},
+				Host: net.JoinHostPort(serverHost, strconv.Itoa(port)), Path: "/mysql"},
+			caFile:     tls.caFile,
 			bin:        mariadbd,
 			args:       args,
 			dir:        dir,
@@ -112,24 +121,33 @@ func openMySQL(u *url.URL) (*sql.DB, error) {
 // dropMySQLDatabase kills the connections still using the database (whose
 // locks would block DROP DATABASE), then drops it.
 func dropMySQLDatabase(ctx context.Context, db *sql.DB, name string) error {
-	rows, err := db.QueryContext(ctx,
-		"SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()", name)
+	ids, err := mysqlSessions(ctx, db, "DB = ?", name)
 	if err != nil {
 		return err
 	}
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return err
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
 	for _, id := range ids {
 		db.ExecContext(ctx, fmt.Sprintf("KILL %d", id)) // it may be gone already
 	}
 	_, err = db.ExecContext(ctx, "DROP DATABASE IF EXISTS `"+name+"`")
 	return err
+}
+
+// mysqlSessions lists the ids of the sessions, other than db's own, that
+// match a condition on information_schema.PROCESSLIST.
+func mysqlSessions(ctx context.Context, db *sql.DB, where string, arg any) ([]int64, error) {
+	rows, err := db.QueryContext(ctx,
+		"SELECT ID FROM information_schema.PROCESSLIST WHERE "+where+" AND ID <> CONNECTION_ID()", arg)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
 }

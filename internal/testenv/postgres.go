@@ -58,11 +58,20 @@ func startPostgresIn(ctx context.Context, base, name string, settings map[string
 		return nil, fmt.Errorf("initialising PostgreSQL data dir: %w", err)
 	}
 
+	tls, err := writeServerTLS(dir, cred)
+	if err != nil {
+		return nil, err
+	}
+	if err := prependHBA(filepath.Join(data, "pg_hba.conf")); err != nil {
+		return nil, err
+	}
+
 	return startOnFreePort(ctx, func(port int) *Server {
 		// fsync etc. off: data survives a server crash, not an OS crash.
-		args := []string{"-D", data, "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-k", dir,
+		args := []string{"-D", data, "-h", serverHost, "-p", strconv.Itoa(port), "-k", dir,
 			"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-			"-c", "shared_buffers=32MB"}
+			"-c", "shared_buffers=32MB",
+			"-c", "ssl=on", "-c", "ssl_cert_file=" + tls.certFile, "-c", "ssl_key_file=" + tls.keyFile}
 		for _, k := range slices.Sorted(maps.Keys(settings)) {
 			args = append(args, "-c", k+"="+settings[k])
 		}
@@ -70,8 +79,9 @@ func startPostgresIn(ctx context.Context, base, name string, settings map[string
 			dialect: "postgres",
 			name:    "PostgreSQL",
 			admin: &url.URL{Scheme: "postgres", User: url.User("postgres"),
-				Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Path: "/postgres",
+				Host: net.JoinHostPort(serverHost, strconv.Itoa(port)), Path: "/postgres",
 				RawQuery: "sslmode=disable"},
+			caFile:     tls.caFile,
 			bin:        filepath.Join(binDir, "postgres"),
 			args:       args,
 			dir:        dir,
@@ -80,6 +90,29 @@ func startPostgresIn(ctx context.Context, base, name string, settings map[string
 			stopSignal: syscall.SIGINT, // fast shutdown: disconnect clients, don't wait for them
 		}
 	})
+}
+
+// Group roles whose members pg_hba.conf treats apart from the trusted rest
+// (see Server.User): members of pgPasswordGroup must give their password,
+// members of pgTLSGroup must also connect over TLS.
+const (
+	pgPasswordGroup = "lc_password"
+	pgTLSGroup      = "lc_tls"
+)
+
+// prependHBA puts the rules for the two groups before initdb's trust rules
+// (the first matching line decides). The groups need not exist yet: a rule
+// for a group that does not exist matches nobody.
+func prependHBA(path string) error {
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	rules := "# leasecron testenv: see Server.User\n" +
+		"hostnossl all +" + pgTLSGroup + " all reject\n" +
+		"hostssl   all +" + pgTLSGroup + " all scram-sha-256\n" +
+		"host      all +" + pgPasswordGroup + " all scram-sha-256\n"
+	return os.WriteFile(path, append([]byte(rules), old...), 0o600)
 }
 
 // StartPostgres starts a PostgreSQL server of the test's own, apart from the

@@ -28,6 +28,7 @@ type Server struct {
 	name    string   // for messages
 	admin   *url.URL // admin DSN, URL form
 	env     string   // external servers: the env var naming it; "" if managed
+	caFile  string   // managed servers: the CA that signed the server's TLS certificate
 
 	// Managed servers only: how to run it. The port is part of args, so
 	// Start brings the server back on the same port and data dir.
@@ -46,6 +47,20 @@ type Server struct {
 // AdminDSN returns the server's admin DSN in URL form, e.g.
 // mysql://root@127.0.0.1:PORT/mysql.
 func (s *Server) AdminDSN() string { return s.admin.String() }
+
+// CAFile returns the PEM file of the CA that signed the server's TLS
+// certificate. Managed servers have TLS on (not required: see User), with a
+// certificate for 127.0.0.1 alone, the address they listen on; "localhost"
+// reaches the same server under a name the certificate does not hold. It
+// fails the test for a server named by an env override, whose TLS testenv
+// does not know.
+func (s *Server) CAFile(t testing.TB) string {
+	t.Helper()
+	if s.caFile == "" {
+		t.Fatalf("testenv: %s: TLS tests need a server testenv starts itself (unset %s)", s.name, s.env)
+	}
+	return s.caFile
+}
 
 // Managed reports whether this package started the server, i.e. whether Stop
 // and Start work. It is false for servers named by an env override.
@@ -89,6 +104,188 @@ func (s *Server) NamedDSN(t testing.TB, name string) string {
 	u := *s.admin
 	u.Path, u.RawPath = "/"+name, ""
 	return u.String()
+}
+
+// ServerFor is MySQLServer or PostgresServer, by dialect ("mysql" or
+// "postgres").
+func ServerFor(t testing.TB, dialect string) *Server {
+	t.Helper()
+	if dialect != "mysql" && dialect != "postgres" {
+		t.Fatalf("testenv: ServerFor(%q): want mysql or postgres", dialect)
+	}
+	return serverWithRestart(t, dialect)
+}
+
+// ReplaceFile gives the file at path its new content at once (written
+// aside, then renamed over it), as the kubelet updates a mounted Secret:
+// a reader sees the old content or the new, never half of it.
+func ReplaceFile(t testing.TB, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+}
+
+// UserOptions say what kind of user Server.User creates.
+type UserOptions struct {
+	// RequireTLS makes the server refuse the user any connection without
+	// TLS (MariaDB REQUIRE SSL; PostgreSQL a pg_hba hostnossl reject rule),
+	// and leaves sslmode out of the DSN, so the client's TLS settings decide.
+	RequireTLS bool
+}
+
+// User creates a user with a random password and every privilege on the
+// database of dsn (a DSN from s.DSN), dropped in t.Cleanup, and returns dsn
+// with that user and password. Unlike the admin, whom PostgreSQL trusts, the
+// user's password is checked on every connection, so a changed password
+// (SetPassword) shuts out whoever still has the old one.
+func (s *Server) User(t testing.TB, dsn string, o UserOptions) string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("testenv: User: DSN is not a URL: %v", err)
+	}
+	dbName := strings.TrimPrefix(u.Path, "/")
+	var b [8]byte
+	rand.Read(b[:])
+	name := "lc_u_" + hex.EncodeToString(b[:])
+	rand.Read(b[:])
+	password := hex.EncodeToString(b[:])
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
+	if err := s.createUser(ctx, dbName, name, password, o.RequireTLS); err != nil {
+		t.Fatalf("testenv: creating user %s on %s: %v", name, s.name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+		defer cancel()
+		err := s.ensureRunning(ctx)
+		if err == nil {
+			err = s.dropUser(ctx, dbName, name)
+		}
+		if err != nil {
+			t.Errorf("testenv: dropping user %s on %s: %v", name, s.name, err)
+		}
+	})
+	u.User = url.UserPassword(name, password)
+	if o.RequireTLS {
+		q := u.Query()
+		q.Del("sslmode")
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+func (s *Server) createUser(ctx context.Context, dbName, name, password string, requireTLS bool) error {
+	db, err := s.adminDB()
+	if err != nil {
+		return err
+	}
+	if s.dialect == "mysql" {
+		create := "CREATE USER '" + name + "'@'%' IDENTIFIED BY '" + password + "'"
+		if requireTLS {
+			create += " REQUIRE SSL"
+		}
+		return execAll(ctx, db, create, "GRANT ALL PRIVILEGES ON `"+dbName+"`.* TO '"+name+"'@'%'")
+	}
+	groups := []string{pgPasswordGroup}
+	if requireTLS {
+		groups = append(groups, pgTLSGroup)
+	}
+	for _, g := range groups {
+		// Tests create users side by side: the loser of a race to create
+		// the group sees a unique violation rather than duplicate_object.
+		if _, err := db.ExecContext(ctx, `DO $$ BEGIN CREATE ROLE `+g+` NOLOGIN;
+			EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$`); err != nil {
+			return err
+		}
+	}
+	if err := execAll(ctx, db, `CREATE ROLE "`+name+`" LOGIN PASSWORD '`+password+`' IN ROLE `+strings.Join(groups, ", ")); err != nil {
+		return err
+	}
+	// Since PostgreSQL 15 only the database's owner may create tables in
+	// its public schema.
+	return s.execIn(ctx, dbName, `GRANT ALL ON SCHEMA public TO "`+name+`"`)
+}
+
+func (s *Server) dropUser(ctx context.Context, dbName, name string) error {
+	if _, err := s.KillSessions(ctx, name); err != nil {
+		return err
+	}
+	db, err := s.adminDB()
+	if err != nil {
+		return err
+	}
+	if s.dialect == "mysql" {
+		return execAll(ctx, db, "DROP USER IF EXISTS '"+name+"'@'%'")
+	}
+	// The user owns what it created in the database (the tables of a
+	// migration): DROP ROLE needs them gone.
+	if err := s.execIn(ctx, dbName, `DROP OWNED BY "`+name+`"`); err != nil {
+		return err
+	}
+	return execAll(ctx, db, `DROP ROLE IF EXISTS "`+name+`"`)
+}
+
+// SetPassword changes the password of a user that User created.
+func (s *Server) SetPassword(ctx context.Context, user, password string) error {
+	db, err := s.adminDB()
+	if err != nil {
+		return err
+	}
+	if s.dialect == "mysql" {
+		return execAll(ctx, db, "ALTER USER '"+user+"'@'%' IDENTIFIED BY '"+password+"'")
+	}
+	return execAll(ctx, db, `ALTER ROLE "`+user+`" PASSWORD '`+password+`'`)
+}
+
+// KillSessions ends every session of user on the server (MariaDB KILL,
+// PostgreSQL pg_terminate_backend), as a server restart or a failover does
+// to a client's pooled connections, and returns how many it ended.
+func (s *Server) KillSessions(ctx context.Context, user string) (int, error) {
+	db, err := s.adminDB()
+	if err != nil {
+		return 0, err
+	}
+	if s.dialect == "postgres" {
+		var n int
+		err := db.QueryRowContext(ctx, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = $1", user).Scan(&n)
+		return n, err
+	}
+	ids, err := mysqlSessions(ctx, db, "USER = ?", user)
+	if err != nil {
+		return 0, err
+	}
+	for _, id := range ids {
+		db.ExecContext(ctx, fmt.Sprintf("KILL %d", id)) // it may be gone already
+	}
+	return len(ids), nil
+}
+
+// execIn runs statements as the admin in the database dbName (PostgreSQL
+// statements that act on the current database only).
+func (s *Server) execIn(ctx context.Context, dbName string, stmts ...string) error {
+	u := *s.admin
+	u.Path, u.RawPath = "/"+dbName, ""
+	db, err := openPostgres(&u)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return execAll(ctx, db, stmts...)
+}
+
+func execAll(ctx context.Context, db *sql.DB, stmts ...string) error {
+	for _, st := range stmts {
+		if _, err := db.ExecContext(ctx, st); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Stop shuts the server down (SIGTERM for MariaDB, SIGINT, i.e. fast

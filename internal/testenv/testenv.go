@@ -28,6 +28,11 @@
 //   - StartPostgres starts a PostgreSQL server of one test's own, with extra
 //     server settings (shared_preload_libraries and the like), stopped in
 //     that test's cleanup; the shared servers are unaffected.
+//   - Managed servers have TLS on, with a certificate for 127.0.0.1 signed
+//     by a CA of their own (Server.CAFile; tls.go also makes the Kubernetes
+//     control plane's), not required: Server.User creates a user whose
+//     password is checked and, if asked, who may connect only over TLS, and
+//     SetPassword and KillSessions rotate its password as an operator would.
 //   - A test that cannot get its server fails (t.Fatal); it never skips. The
 //     server binaries are installed by hack/install-test-deps.sh.
 //

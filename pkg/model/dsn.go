@@ -43,6 +43,10 @@ type DSN struct {
 	driver   string // what the driver's Open takes
 	redacted string
 	secrets  []string // every credential, as written and decoded, longest first
+	database string   // the database's name (servers), which a DSN file may not change
+
+	ca   *caBundle // WithCAFile: verify the server's certificate with this CA
+	file *dsnFile  // ParseDSNFile: re-read for every new connection
 }
 
 // String returns the DSN with every credential replaced by "xxxxx".
@@ -67,6 +71,9 @@ func (d DSN) Scrub(err error) error {
 		return nil
 	}
 	msg := scrubMsg(err.Error(), d.secrets)
+	if d.file != nil {
+		msg = scrubMsg(msg, d.file.secrets())
+	}
 	if msg == err.Error() {
 		return err
 	}
@@ -190,6 +197,7 @@ func parseMySQL(rest string) (DSN, error) {
 		driver:   cfg.FormatDSN(),
 		redacted: "mysql://" + redactedMySQL(red),
 		secrets:  secrets,
+		database: cfg.DBName,
 	}, nil
 }
 
@@ -228,6 +236,7 @@ func parsePostgres(s string) (DSN, error) {
 		driver:   s,
 		redacted: red.String(),
 		secrets:  secrets,
+		database: strings.TrimPrefix(u.Path, "/"),
 	}, nil
 }
 

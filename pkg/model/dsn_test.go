@@ -180,3 +180,40 @@ func TestNoCreateOpensOnlyAnExistingFile(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestScrubCoversLaterDSNFileContents: once a pool has read a new content of
+// the DSN file, every copy of the DSN scrubs its password too, also when the
+// content was refused (another database), and the pool keeps the old DSN.
+func TestScrubCoversLaterDSNFileContents(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "dsn")
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(s+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("mysql://app:first-pw@db:3306/app")
+	d, err := ParseDSNFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := d.poolConnector(SessionLimits{}, false, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := c.(*fileConnector)
+	start := fc.current()
+	write("mysql://app:second-pw@db:3306/app")
+	if fc.current() == start {
+		t.Fatal("a new password in the file did not give a new connector")
+	}
+	accepted := fc.current()
+	write("mysql://app:third-pw@db:3306/other")
+	if fc.current() != accepted {
+		t.Fatal("a content naming another database was used")
+	}
+	msg := d.Scrub(errors.New("first-pw second-pw third-pw")).Error()
+	if msg != "xxxxx xxxxx xxxxx" {
+		t.Fatalf("Scrub = %q, want every password replaced", msg)
+	}
+}

@@ -1,6 +1,8 @@
 // Package model is leasecron's storage layer: the DSN and its dialects,
-// opening a database with server-side session limits, the migration lock,
-// and the calendar Date type. It knows no job: the ledger's tables belong to
+// opening a database with server-side session limits, TLS verified against
+// a CA file (WithCAFile) and a DSN file that new connections re-read, so a
+// rotated Secret needs no restart (ParseDSNFile), the migration lock, and
+// the calendar Date type. It knows no job: the ledger's tables belong to
 // package jobs, a kind's tables to its own package.
 //
 // Calendar dates travel as 'YYYY-MM-DD' text and are read back by their

@@ -3,6 +3,7 @@ package model
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"fmt"
 	"log/slog"
 	"time"
@@ -43,28 +44,28 @@ type OpenOptions struct {
 // later than 10 on MariaDB and PostgreSQL (BENCHMARKS.md).
 const DefaultMaxConns = 10
 
-// OpenWith is Open with session limits.
+// OpenWith is Open with session limits. A DSN from ParseDSNFile gives a
+// pool whose new connections follow the file (see ParseDSNFile); one with
+// WithCAFile, connections verified against the CA.
 func OpenWith(ctx context.Context, dsn DSN, o OpenOptions) (*gorm.DB, error) {
-	db, err := openPool(ctx, dsn, o)
-	if err != nil || dsn.Dialect != MySQL || o.Limits.IsZero() {
-		return db, err
+	if dsn.Dialect != MySQL || o.Limits.IsZero() {
+		return openPool(ctx, dsn, o, false)
 	}
-	// MariaDB and MySQL name the limits differently: ask, then reopen the
+	// MariaDB and MySQL name the limits differently: ask, then open the
 	// pool with the right session variables on every connection.
+	probe := o
+	probe.Limits = SessionLimits{}
+	db, err := openPool(ctx, dsn, probe, false)
+	if err != nil {
+		return nil, err
+	}
 	maria, err := isMariaDB(ctx, db)
 	_ = Close(db)
 	if err != nil {
 		return nil, fmt.Errorf("database %s: %w", dsn, dsn.Scrub(err))
 	}
-	limited, err := mysqlWithLimits(dsn.driver, o.Limits, maria)
-	if err != nil {
-		return nil, fmt.Errorf("database %s: %w", dsn, dsn.Scrub(err))
-	}
-	dsn.driver = limited
-	idle := o.Limits.IdleInTransaction
-	o.Limits = SessionLimits{}
-	db, err = openPool(ctx, dsn, o)
-	if err == nil && !maria && idle > 0 {
+	db, err = openPool(ctx, dsn, o, maria)
+	if idle := o.Limits.IdleInTransaction; err == nil && !maria && idle > 0 {
 		// MySQL's wait_timeout also ends idle pooled sessions: retire them first.
 		if sqlDB, derr := db.DB(); derr == nil {
 			sqlDB.SetConnMaxIdleTime(idle / 2)
@@ -73,26 +74,25 @@ func OpenWith(ctx context.Context, dsn DSN, o OpenOptions) (*gorm.DB, error) {
 	return db, err
 }
 
-func openPool(ctx context.Context, dsn DSN, o OpenOptions) (*gorm.DB, error) {
+// openPool opens the pool, retrying for o.Wait; maria says which names
+// MySQL-protocol session limits take.
+func openPool(ctx context.Context, dsn DSN, o OpenOptions, maria bool) (*gorm.DB, error) {
 	log := o.Log
 	if log == nil {
 		log = slog.Default()
 	}
-	var dialector gorm.Dialector
+	var (
+		dialector gorm.Dialector
+		connector driver.Connector
+	)
 	switch dsn.Dialect {
 	case SQLite:
 		dialector = sqlite.Open(dsn.driver)
-	case MySQL:
-		dialector = nil // connect dials first: see there
-	case Postgres:
-		driver := dsn.driver
-		if !o.Limits.IsZero() {
-			var err error
-			if driver, err = postgresWithLimits(driver, o.Limits); err != nil {
-				return nil, err
-			}
+	case MySQL, Postgres:
+		var err error
+		if connector, err = dsn.poolConnector(o.Limits, maria, log); err != nil {
+			return nil, fmt.Errorf("database %s: %w", dsn, dsn.Scrub(err))
 		}
-		dialector = postgres.Open(driver)
 	default:
 		return nil, fmt.Errorf("unknown dialect %q", dsn.Dialect)
 	}
@@ -100,7 +100,7 @@ func openPool(ctx context.Context, dsn DSN, o OpenOptions) (*gorm.DB, error) {
 	deadline := start.Add(o.Wait)
 	backoff := 250 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		db, err := connect(ctx, dsn, dialector, o.MaxConns)
+		db, err := connect(ctx, dsn.Dialect, dialector, connector, o.MaxConns)
 		if err == nil {
 			return db, nil
 		}
@@ -123,27 +123,29 @@ func openPool(ctx context.Context, dsn DSN, o OpenOptions) (*gorm.DB, error) {
 
 // connect opens a pool and checks that the server answers within 5 s (and
 // ctx). Some dialects query the server while opening, so both steps are
-// retried together. gorm's MySQL dialect asks the server's version while it
-// opens, without a context, and a server that accepts the connection but
-// never answers (a partition) would hold it there for good: for MySQL the
-// pool is opened and pinged under ctx first, and gorm gets the connection
-// that answered (a nil dialector).
-func connect(ctx context.Context, dsn DSN, dialector gorm.Dialector, maxConns int) (*gorm.DB, error) {
+// retried together. The server dialects' pools are opened on the DSN's
+// connector (its TLS, its file) and pinged under ctx before gorm gets
+// them: gorm's MySQL dialect asks the server's version while it opens,
+// without a context, and a server that accepts the connection but never
+// answers (a partition) would hold it there for good.
+func connect(ctx context.Context, dialect string, dialector gorm.Dialector, connector driver.Connector, maxConns int) (*gorm.DB, error) {
 	if maxConns <= 0 {
 		maxConns = DefaultMaxConns
 	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if dsn.Dialect == MySQL {
-		sqlDB, err := sql.Open("mysql", dsn.driver)
-		if err != nil {
+	var pool *sql.DB
+	if connector != nil {
+		pool = sql.OpenDB(connector)
+		if err := pool.PingContext(pctx); err != nil {
+			_ = pool.Close()
 			return nil, err
 		}
-		if err := sqlDB.PingContext(pctx); err != nil {
-			_ = sqlDB.Close()
-			return nil, err
+		if dialect == MySQL {
+			dialector = mysql.New(mysql.Config{Conn: pool})
+		} else {
+			dialector = postgres.New(postgres.Config{Conn: pool})
 		}
-		dialector = mysql.New(mysql.Config{Conn: sqlDB})
 	}
 	db, err := gorm.Open(dialector, &gorm.Config{
 		// leasecron logs failures itself, with the slot and job they belong to.
@@ -155,6 +157,9 @@ func connect(ctx context.Context, dsn DSN, dialector gorm.Dialector, maxConns in
 		NowFunc:              func() time.Time { return time.Now().UTC() },
 	})
 	if err != nil {
+		if pool != nil {
+			_ = pool.Close()
+		}
 		return nil, err
 	}
 	sqlDB, err := db.DB()

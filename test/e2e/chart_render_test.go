@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os/exec"
 	"testing"
 
-	appsv1 "k8s.io/api/apps/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -56,6 +56,14 @@ func renderChart(t *testing.T, values map[string]any) []map[string]any {
 // fields its API type does not have.
 func renderedOne(t *testing.T, objs []map[string]any, kind string, into any) {
 	t.Helper()
+	if err := decodeOne(objs, kind, into); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// decodeOne is renderedOne's check as an error: exactly one object of kind,
+// converted into into without a field its API type does not have.
+func decodeOne(objs []map[string]any, kind string, into any) error {
 	var found []map[string]any
 	for _, o := range objs {
 		if o["kind"] == kind {
@@ -63,11 +71,12 @@ func renderedOne(t *testing.T, objs []map[string]any, kind string, into any) {
 		}
 	}
 	if len(found) != 1 {
-		t.Fatalf("the chart rendered %d objects of kind %s, want 1", len(found), kind)
+		return fmt.Errorf("the chart rendered %d objects of kind %s, want 1", len(found), kind)
 	}
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(found[0], into, true); err != nil {
-		t.Fatalf("rendered %s: %v", kind, err)
+		return fmt.Errorf("rendered %s: %w", kind, err)
 	}
+	return nil
 }
 
 // TestChartPDBLetsDrainEvictUnreadyPods: while the database is down every
@@ -81,23 +90,4 @@ func TestChartPDBLetsDrainEvictUnreadyPods(t *testing.T) {
 	if p := pdb.Spec.UnhealthyPodEvictionPolicy; p == nil || *p != policyv1.AlwaysAllow {
 		t.Fatalf("PodDisruptionBudget unhealthyPodEvictionPolicy = %v, want %s", p, policyv1.AlwaysAllow)
 	}
-}
-
-// TestChartDatabaseLostTimeout: the value reaches the controller as
-// LEASECRON_DATABASE_LOST_TIMEOUT (--database-lost-timeout).
-func TestChartDatabaseLostTimeout(t *testing.T) {
-	objs := renderChart(t, map[string]any{"database": map[string]any{"dsn": "mysql://u:p@db:3306/app"}, "databaseLostTimeout": "90s"})
-	var dep appsv1.Deployment
-	renderedOne(t, objs, "Deployment", &dep)
-	for _, c := range dep.Spec.Template.Spec.Containers {
-		for _, e := range c.Env {
-			if e.Name == "LEASECRON_DATABASE_LOST_TIMEOUT" {
-				if e.Value != "90s" {
-					t.Fatalf("LEASECRON_DATABASE_LOST_TIMEOUT = %q, want 90s", e.Value)
-				}
-				return
-			}
-		}
-	}
-	t.Fatal("the Deployment does not set LEASECRON_DATABASE_LOST_TIMEOUT")
 }

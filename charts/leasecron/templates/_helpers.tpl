@@ -30,14 +30,37 @@ release name when it already contains the chart name.
 {{- end }}
 
 {{/*
-Labels common to every resource of the release.
+Labels common to every resource of the release: the chart's own, then commonLabels (whose keys
+leasecron.validate has checked against the chart's).
 */}}
 {{- define "leasecron.labels" -}}
-helm.sh/chart: {{ include "leasecron.chart" . }}
-{{ include "leasecron.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- include "leasecron.labelsWith" (list . dict) }}
+{{- end }}
+
+{{/*
+leasecron.labels plus the map extra (podLabels, serviceMonitor.labels): (list $ extra). A key in
+both extra and commonLabels is written once, with extra's value, since a label key given twice
+makes the object invalid YAML.
+*/}}
+{{- define "leasecron.labelsWith" -}}
+{{- $ := index . 0 }}
+{{- $extra := index . 1 -}}
+helm.sh/chart: {{ include "leasecron.chart" $ }}
+{{ include "leasecron.selectorLabels" $ }}
+app.kubernetes.io/version: {{ $.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ $.Release.Service }}
 app.kubernetes.io/part-of: leasecron
+{{- with merge (deepCopy ($extra | default dict)) (deepCopy ($.Values.commonLabels | default dict)) }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The label keys the chart sets itself (leasecron.labels, the helm test Pod's): commonLabels may not
+set them.
+*/}}
+{{- define "leasecron.ownLabelKeys" -}}
+{{- list "helm.sh/chart" "app.kubernetes.io/name" "app.kubernetes.io/instance" "app.kubernetes.io/component" "app.kubernetes.io/version" "app.kubernetes.io/managed-by" "app.kubernetes.io/part-of" | toJson }}
 {{- end }}
 
 {{/*
@@ -172,6 +195,11 @@ that says what is wrong and how to fix it.
 {{- end }}
 {{- if le $renew (mulf 1.2 $retry) }}
 {{- fail (printf "leasecron: leaderElection.renewDeadline (%s) must be greater than 1.2 × leaderElection.retryPeriod (%s)" .Values.leaderElection.renewDeadline .Values.leaderElection.retryPeriod) }}
+{{- end }}
+{{- range $key := include "leasecron.ownLabelKeys" . | fromJsonArray }}
+{{- if hasKey ($.Values.commonLabels | default dict) $key }}
+{{- fail (printf "leasecron: commonLabels.%s: the chart sets this label itself (and selects its Pods by some of them): remove it from commonLabels" $key) }}
+{{- end }}
 {{- end }}
 {{- if and (not .Values.serviceAccount.create) .Values.rbac.create (not .Values.serviceAccount.name) }}
 {{- fail "leasecron: rbac.create binds the Role to the ServiceAccount: with serviceAccount.create=false set serviceAccount.name to the account the Pods run as" }}

@@ -5,15 +5,14 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
-	"time"
+
+	"github.com/leasecron/leasecron/internal/testenv"
 )
 
 // pki holds the file paths of the key material written by writePKI.
@@ -37,47 +36,14 @@ func writePKI(dir string) (*pki, error) {
 		saPub:       filepath.Join(dir, "sa.pub"),
 		tokenFile:   filepath.Join(dir, "tokens.csv"),
 	}
-	now := time.Now()
-
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := testenv.NewCA("leasecron-testenv-ca")
 	if err != nil {
 		return nil, err
 	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "leasecron-testenv-ca"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return nil, err
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return nil, err
-	}
-	p.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
-
-	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	srvTmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: "kube-apiserver"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-			"kubernetes.default.svc.cluster.local"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(serviceClusterIP)},
-	}
-	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, ca, &srvKey.PublicKey, caKey)
+	p.caPEM = ca.PEM
+	servingPEM, servingKeyPEM, err := ca.Issue("kube-apiserver",
+		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
+		[]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(serviceClusterIP)})
 	if err != nil {
 		return nil, err
 	}
@@ -98,12 +64,10 @@ func writePKI(dir string) (*pki, error) {
 		data func() ([]byte, error)
 	}{
 		{p.caCert, func() ([]byte, error) { return p.caPEM, nil }},
-		{p.caKey, func() ([]byte, error) { return ecKeyPEM(caKey) }},
-		{p.servingCert, func() ([]byte, error) {
-			return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}), nil
-		}},
-		{p.servKey, func() ([]byte, error) { return ecKeyPEM(srvKey) }},
-		{p.saKey, func() ([]byte, error) { return ecKeyPEM(saKey) }},
+		{p.caKey, ca.PrivateKeyPEM},
+		{p.servingCert, func() ([]byte, error) { return servingPEM, nil }},
+		{p.servKey, func() ([]byte, error) { return servingKeyPEM, nil }},
+		{p.saKey, func() ([]byte, error) { return testenv.KeyPEM(saKey) }},
 		{p.saPub, func() ([]byte, error) {
 			der, err := x509.MarshalPKIXPublicKey(&saKey.PublicKey)
 			return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), err
@@ -123,20 +87,4 @@ func writePKI(dir string) (*pki, error) {
 		}
 	}
 	return p, nil
-}
-
-func ecKeyPEM(k *ecdsa.PrivateKey) ([]byte, error) {
-	der, err := x509.MarshalECPrivateKey(k)
-	if err != nil {
-		return nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), nil
-}
-
-func serial() *big.Int {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		panic(err)
-	}
-	return n
 }
