@@ -88,8 +88,8 @@ func renderRules(t *testing.T, values map[string]any) []ruleGroup {
 
 // promtool's unit test file.
 type promFile struct {
-	RuleFiles          []string    `json:"rule_files"`
-	EvaluationInterval string      `json:"evaluation_interval"`
+	RuleFiles          []string     `json:"rule_files"`
+	EvaluationInterval string       `json:"evaluation_interval"`
 	Tests              []*promGroup `json:"tests"`
 }
 
