@@ -5,7 +5,8 @@
 // (files/alerts.yaml, verbatim). Each scenario runs the real leasecron
 // binary (filelock mode, SQLite) and scrapes every process's /metrics once a
 // second while things happen to it: a per-second job that succeeds, then
-// fails for good; a leader that is stopped (SIGSTOP) while a standby waits,
+// fails for good; a per-second job whose slot runs 15 seconds; a leader that
+// is stopped (SIGSTOP) while a standby waits,
 // then resumes past its catch-up limit; two leaders (two lock files, one
 // database); leadership handed on five times. The scrapes become promtool
 // input series (time dilated: one real second is one minute of promtool's,
@@ -58,11 +59,19 @@ type ruleGroup struct {
 	Rules []rule `json:"rules"`
 }
 
+// render renders the chart (with a DSN, which it requires) as the
+// namespace leasecron, with values.
+func render(values map[string]any) ([]map[string]any, error) {
+	v := map[string]any{"database": map[string]any{"dsn": "mysql://u:p@db:3306/app"}}
+	maps.Copy(v, values)
+	return kube.RenderChart(chartDir, "leasecron", v)
+}
+
 // renderRules renders the chart's PrometheusRule with values and returns
 // its groups.
 func renderRules(t *testing.T, values map[string]any) []ruleGroup {
 	t.Helper()
-	objs, err := kube.RenderChart(chartDir, "leasecron", values)
+	objs, err := render(values)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,6 +191,7 @@ func TestAlertRulesOnTheControllersSeries(t *testing.T) {
 		}
 	}
 	t.Run("job fails for good", func(t *testing.T) { scenarioFailing(t, s) })
+	t.Run("slot runs past the next", func(t *testing.T) { scenarioOverdue(t, s) })
 	t.Run("leader stopped", func(t *testing.T) { scenarioStopped(t, s) })
 	t.Run("two leaders", func(t *testing.T) { scenarioTwoLeaders(t, s) })
 	t.Run("flapping", func(t *testing.T) { scenarioFlapping(t, s) })
@@ -239,6 +249,8 @@ type world struct {
 	dsn   string
 	fleet *testenv.Fleet
 	rec   *recorder
+	// args are added to every process's run flags.
+	args []string
 }
 
 // tickJob is a per-second sql job that counts its slots in a table the
@@ -277,9 +289,9 @@ func newWorld(t *testing.T, jobs string) *world {
 // first round; it returns once the process serves /metrics.
 func (w *world) start(name, lock string) {
 	w.t.Helper()
-	w.fleet.Start(name, "run", "--mode", "filelock", "--lock-file", filepath.Join(w.dir, lock),
+	w.fleet.Start(name, append([]string{"run", "--mode", "filelock", "--lock-file", filepath.Join(w.dir, lock),
 		"--database-dsn", w.dsn, "--jobs-file", filepath.Join(w.dir, "jobs.yaml"), "--timezone", "UTC",
-		"--http-addr", "127.0.0.1:0", "--log-format", "json", "--shutdown-grace-period", "2s")
+		"--http-addr", "127.0.0.1:0", "--log-format", "json", "--shutdown-grace-period", "2s"}, w.args...)...)
 	e := w.fleet.Await(60*time.Second, name+"'s http address", func(e testenv.Event) bool {
 		return e.Proc == name && e.Msg == "http server listening"
 	})
@@ -349,6 +361,34 @@ func scenarioFailing(t *testing.T, s *suite) {
 	s.expect(g, failing, "LeasecronJobSlotFailed", target("p1", "scheduled_job", "tick", "result", "failed"))
 	s.expect(g, failing, "LeasecronJobLastSuccessTooOld", target("p1", "scheduled_job", "tick"))
 	s.quiet(g, failing, "LeasecronJobSlotFailed", "LeasecronJobLastSuccessTooOld")
+}
+
+// A per-second job whose slot runs for 15 seconds (a command: sleep): no
+// job overlaps itself, so its next slot passes unstarted and the overdue
+// alert fires; nothing else does (it never succeeded, and nothing failed).
+func scenarioOverdue(t *testing.T, s *suite) {
+	w := newWorld(t, `apiVersion: leasecron.io/v1alpha1
+kind: ScheduledJob
+metadata:
+  name: slow
+spec:
+  schedule: "* * * * * *"
+  timeout: 30s
+  command:
+    args: [sleep, "15"]
+`)
+	w.args = []string{"--allow-command-jobs"}
+	w.start("p1", "leasecron.lock")
+	w.fleet.Await(60*time.Second, "p1 to lead", func(e testenv.Event) bool { return e.Proc == "p1" && e.Msg == "leading" })
+	early := w.rec.await(2) - 1
+	late := w.rec.await(9) - 1
+	w.terminate("p1")
+	w.rec.finish()
+
+	g := s.add("slot runs past the next", w.rec)
+	s.quiet(g, early)
+	s.expect(g, late, "LeasecronJobOverdue", target("p1", "scheduled_job", "slow"))
+	s.quiet(g, late, "LeasecronJobOverdue")
 }
 
 // The leader is stopped (SIGSTOP: it keeps its lock, answers no scrape)

@@ -10,8 +10,6 @@ import (
 	"testing"
 
 	"sigs.k8s.io/yaml"
-
-	"github.com/leasecron/leasecron/internal/testenv/kube"
 )
 
 // fileRules reads files/alerts.yaml.
@@ -87,10 +85,10 @@ func TestChartPrometheusRuleRender(t *testing.T) {
 		t.Errorf("additionalRules: groups %+v, want the file's and leasecron-additional with Mine", got)
 	}
 
-	if _, err := kube.RenderChart(chartDir, "leasecron", promRule(map[string]any{"enabled": true, "for": map[string]any{"LeasecronNoLeadr": "5m"}})); err == nil || !strings.Contains(err.Error(), "LeasecronNoLeadr") {
+	if _, err := render(promRule(map[string]any{"enabled": true, "for": map[string]any{"LeasecronNoLeadr": "5m"}})); err == nil || !strings.Contains(err.Error(), "LeasecronNoLeadr") {
 		t.Errorf("a misspelt alert name renders (err %v), want a failure naming it", err)
 	}
-	objs, err := kube.RenderChart(chartDir, "leasecron", nil)
+	objs, err := render(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +163,7 @@ func TestChartDashboardRender(t *testing.T) {
 		{map[string]any{"enabled": true, "labels": map[string]any{"dash": "yes"}, "annotations": map[string]any{"grafana_folder": "ops"}},
 			map[string]string{"dash": "yes"}, map[string]string{"grafana_folder": "ops"}},
 	} {
-		objs, err := kube.RenderChart(chartDir, "leasecron", map[string]any{"metrics": map[string]any{"grafanaDashboard": tc.values}})
+		objs, err := render(map[string]any{"metrics": map[string]any{"grafanaDashboard": tc.values}})
 		if err != nil {
 			t.Fatal(err)
 		}
