@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the test-only Kubernetes toolchain from source via the Go module proxy:
 #   etcd, kube-apiserver, kube-controller-manager, kubectl, helm
-# and, only when asked for by name (make generate), controller-gen
-# into ${LEASECRON_TOOLS_DIR:-<repo>/.cache/tools/bin} (git-ignored).
+# and, only when asked for by name, controller-gen (make generate) and promtool
+# (the alert-rule tests, test/alerts; make tools-alerts) into ${LEASECRON_TOOLS_DIR:-<repo>/.cache/tools/bin} (git-ignored).
 #
 # Each tool comes from its own module under hack/tools/<dir>/ (go.mod + go.sum are
 # committed, so builds are reproducible and the dependency graphs of etcd, kubernetes
@@ -14,7 +14,7 @@
 # A tool whose binary exists and whose stamp matches is skipped, so a warm run
 # takes well under a second. Concurrent runs serialise on a lock file.
 #
-# Usage: hack/tools/build.sh [tool...]      (default: all tools but controller-gen)
+# Usage: hack/tools/build.sh [tool...]      (default: all tools but controller-gen and promtool)
 #        FORCE=1 hack/tools/build.sh        (rebuild even when stamps match)
 #
 # Cold build on a 2-core machine (empty GOCACHE, warm module cache): ~10 minutes for
@@ -29,6 +29,8 @@ HELM_VERSION=v3.22.0 # helm.sh/helm/v3
 HELM_K8S_MAJOR=1     # k8s.io/client-go minor that helm v3.22.0 is built against (v0.37.x)
 HELM_K8S_MINOR=37
 CONTROLLER_TOOLS_VERSION=v0.23.0 # sigs.k8s.io/controller-tools: controller-gen, for make generate
+PROMETHEUS_VERSION=v0.316.0 # github.com/prometheus/prometheus module; promtool, for test/alerts
+PROMTOOL_RELEASE=3.16.0     # the Prometheus release that module version is (its VERSION file)
 ALL_TOOLS=(etcd kube-apiserver kube-controller-manager kubectl helm)
 # -----------------------------------------------------------------------------
 
@@ -89,8 +91,12 @@ tool_spec() {
 		MODDIR=controller-gen PKG=sigs.k8s.io/controller-tools/cmd/controller-gen VERSION=${CONTROLLER_TOOLS_VERSION}
 		LDFLAGS="-s -w"
 		;;
+	promtool)
+		MODDIR=promtool PKG=github.com/prometheus/prometheus/cmd/promtool VERSION=${PROMETHEUS_VERSION}
+		LDFLAGS="-s -w -X github.com/prometheus/common/version.Version=${PROMTOOL_RELEASE}"
+		;;
 	*)
-		echo "build.sh: unknown tool '$1' (known: ${ALL_TOOLS[*]} controller-gen)" >&2
+		echo "build.sh: unknown tool '$1' (known: ${ALL_TOOLS[*]} controller-gen promtool)" >&2
 		exit 2
 		;;
 	esac

@@ -15,7 +15,11 @@
 // already says (so a new leader carries the last one's history), and from
 // the definition (next slot, conditions). Writes are coalesced per object
 // and rate-limited for the whole namespace: 1,000 per-second jobs do not
-// turn into 1,000 writes a second. The leader also runs the slots that the
+// turn into 1,000 writes a second. The leader records Warning Events on an
+// object for a refused spec (once per generation), and for slots that failed
+// for good or were missed: the first at once, then at most one per reason
+// per Options.EventEvery carrying the count since the last, within the same
+// rate limit, so a job failing every second never floods the namespace. The leader also runs the slots that the
 // leasecron.io/trigger annotation asks for (see trigger.go).
 package cluster
 
@@ -79,6 +83,11 @@ type Options struct {
 	// write. Conditions, generations and triggers are written at once.
 	// Default 10s.
 	StatusMinInterval time.Duration
+	// EventEvery is how often at most a job gets another Event of the same
+	// reason about its slots (SlotFailed, SlotsMissed): the first is
+	// written at once, later ones count the slots since the one before.
+	// Default 5m.
+	EventEvery time.Duration
 	// OnApplied, if set, is called with the number of jobs after every
 	// change applied.
 	OnApplied func(jobs int)
@@ -128,6 +137,9 @@ func New(o Options) (*Source, error) {
 	}
 	if o.StatusMinInterval <= 0 {
 		o.StatusMinInterval = 10 * time.Second
+	}
+	if o.EventEvery <= 0 {
+		o.EventEvery = 5 * time.Minute
 	}
 	return &Source{o: o, tracker: newTracker(), changed: make(chan struct{}, 1), refused: map[string]refusal{}, applied: map[string]jobs.Definition{}}, nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -17,12 +19,16 @@ import (
 	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"gorm.io/gorm"
 
 	"github.com/leasecron/leasecron/internal/testenv"
 	"github.com/leasecron/leasecron/internal/testenv/enginetest"
 	"github.com/leasecron/leasecron/internal/testenv/kube"
+	"github.com/leasecron/leasecron/pkg/httpjob"
 	"github.com/leasecron/leasecron/pkg/jobs"
+	"github.com/leasecron/leasecron/pkg/metrics"
 	"github.com/leasecron/leasecron/pkg/spec"
 	"github.com/leasecron/leasecron/pkg/sqljob"
 )
@@ -41,7 +47,9 @@ type env struct {
 	fence  jobs.Fence
 }
 
-func start(t *testing.T, tune func(*Options)) *env {
+// start starts a Source on a fresh control plane; its scheduler reports to
+// next (metrics.Metrics, say), if given, through the Source.
+func start(t *testing.T, tune func(*Options), next ...jobs.Metrics) *env {
 	t.Helper()
 	cp := kube.Start(t, kube.Options{})
 	client, err := dynamic.NewForConfig(cp.AdminConfig())
@@ -74,7 +82,11 @@ func start(t *testing.T, tune func(*Options)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sched, err := jobs.New(db, "leader", nil, jobs.Options{Log: log, Metrics: src.Observe(nil)})
+	var m jobs.Metrics
+	if len(next) > 0 {
+		m = next[0]
+	}
+	sched, err := jobs.New(db, "leader", nil, jobs.Options{Log: log, Metrics: src.Observe(m)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,4 +372,122 @@ func TestStatusWritesAreRateLimited(t *testing.T) {
 	if writes > limit {
 		t.Fatalf("%d status writes in %s, above the limit of %d", writes, window, limit)
 	}
+}
+
+// A per-second job whose every slot fails for good gets a bounded number of
+// SlotFailed Events on its ScheduledJob (the first at once, then one per
+// EventEvery, each counting the slots since the one before), together
+// covering every failed slot, and none carries the secret header the
+// receiver echoed in its answer. Suspending it and resuming records the
+// missed slots as one SlotsMissed Event.
+func TestSlotEventsAreAggregated(t *testing.T) {
+	const secret = "event-secret-4b1d"
+	const every = 2 * time.Second
+	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError)
+		fmt.Fprintf(w, "receiver saw Authorization=%q", r.Header.Get("Authorization"))
+	}))
+	t.Cleanup(rc.Close)
+	m := metrics.New(prometheus.NewRegistry())
+	e := start(t, func(o *Options) {
+		o.Catalog = spec.NewCatalog(sqljob.Kind{}, httpjob.Kind{})
+		o.Env.LookupEnv = func(k string) (string, bool) {
+			if k == "EVENT_TEST_TOKEN" {
+				return secret, true
+			}
+			return "", false
+		}
+		o.EventEvery = every
+	}, m)
+	e.lead(t)
+	started := time.Now()
+	e.apply(t, fmt.Sprintf(`apiVersion: leasecron.io/v1alpha1
+kind: ScheduledJob
+metadata:
+  name: failing
+spec:
+  schedule: "* * * * * *"
+  timeout: 1s
+  retries: {limit: 1}
+  http:
+    url: %s/fail
+    headersFrom: [{name: Authorization, env: EVENT_TEST_TOKEN, prefix: "Bearer "}]
+`, rc.URL))
+	failed := func() float64 { return testutil.ToFloat64(m.Slots.WithLabelValues("failing", metrics.ResultFailed)) }
+	await(t, "6 failed slots", func() bool { return failed() >= 6 })
+	await(t, "the Events to cover the failed slots so far", func() bool {
+		n := 0
+		for _, ev := range e.events(t, "failing", ReasonSlotFailed) {
+			n += int(ev.Count)
+		}
+		return n >= 6
+	})
+	evs := e.events(t, "failing", ReasonSlotFailed)
+	elapsed := time.Since(started)
+	limit := 1 + int(elapsed/every) + 1
+	t.Logf("%.0f slots failed for good in %s: %d SlotFailed Events (limit %d)", failed(), elapsed.Round(time.Millisecond), len(evs), limit)
+	if len(evs) > limit || len(evs) >= int(failed()) {
+		t.Fatalf("%d SlotFailed Events for %.0f failed slots in %s: want at most %d (one per %s)", len(evs), failed(), elapsed, limit, every)
+	}
+	aggregated := false
+	for _, ev := range evs {
+		if strings.Contains(ev.Message, secret) {
+			t.Fatalf("an Event carries the secret: %q", ev.Message)
+		}
+		if !strings.Contains(ev.Message, "failed for good") || !strings.Contains(ev.Message, "500") {
+			t.Errorf("Event message %q does not say the slot failed for good with the receiver's status", ev.Message)
+		}
+		if ev.Type != corev1.EventTypeWarning || ev.InvolvedObject.Kind != spec.KindName {
+			t.Errorf("Event %s is %s on a %s, want a Warning on the ScheduledJob", ev.Name, ev.Type, ev.InvolvedObject.Kind)
+		}
+		aggregated = aggregated || ev.Count > 1
+	}
+	if !aggregated {
+		t.Errorf("no Event counts more than one slot: %+v", evs)
+	}
+
+	// Missed slots: suspended for 3 seconds, then resumed.
+	e.patch(t, "failing", `{"spec":{"suspend":true}}`)
+	await(t, "the job to be suspended", func() bool {
+		c, ok := condition(e.get(t, "failing"), spec.ConditionSuspended)
+		return ok && c.Status == metav1.ConditionTrue
+	})
+	time.Sleep(3 * time.Second) // the suspension itself: slots pass meanwhile
+	e.patch(t, "failing", `{"spec":{"suspend":false}}`)
+	await(t, "a SlotsMissed Event", func() bool { return len(e.events(t, "failing", ReasonSlotsMissed)) == 1 })
+	if ev := e.events(t, "failing", ReasonSlotsMissed)[0]; ev.Count < 3 || !strings.Contains(ev.Message, "missed") {
+		t.Fatalf("SlotsMissed Event counts %d (%q), want at least the 3 slots passed while suspended", ev.Count, ev.Message)
+	}
+
+	// Deleted: the job's series go.
+	if err := e.res().Delete(context.Background(), "failing", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	await(t, "the deleted job's series to go", func() bool {
+		n := 0
+		for _, c := range []prometheus.Collector{m.Runs, m.Slots, m.LastSchedule, m.MissedSlots, m.NextSchedule, m.Interval} {
+			n += testutil.CollectAndCount(c)
+		}
+		return n == 0
+	})
+}
+
+// events lists the Events of one reason on the ScheduledJob name.
+func (e *env) events(t *testing.T, name, reason string) []corev1.Event {
+	t.Helper()
+	list, err := e.client.Resource(eventsResource).Namespace(e.ns).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []corev1.Event
+	for i := range list.Items {
+		var ev corev1.Event
+		if err := fromUnstructured(&list.Items[i], &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev.InvolvedObject.Name == name && ev.Reason == reason {
+			out = append(out, ev)
+		}
+	}
+	return out
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -33,7 +35,23 @@ type writer struct {
 	reported map[string]bool
 	// failures caches the ledger's text of a failed slot, by job.
 	failures map[string]failure
+	// slotEvents: what the last Event of a job's failed or missed slots
+	// counted, by job/reason.
+	slotEvents map[string]slotEvent
 }
+
+// slotEvent is the last Event about one job's slots of one reason: the
+// tracker's count it covered, and when it was written.
+type slotEvent struct {
+	upTo int
+	at   time.Time
+}
+
+// The reasons of the Events about slots.
+const (
+	ReasonSlotFailed  = "SlotFailed"
+	ReasonSlotsMissed = "SlotsMissed"
+)
 
 type failure struct {
 	slot time.Time
@@ -44,6 +62,7 @@ func newWriter(s *Source) *writer {
 	return &writer{
 		s: s, limiter: flowcontrol.NewTokenBucketRateLimiter(float32(s.o.StatusQPS), s.o.StatusBurst),
 		written: map[types.UID]time.Time{}, requeued: map[types.UID]int{}, reported: map[string]bool{}, failures: map[string]failure{},
+		slotEvents: map[string]slotEvent{},
 	}
 }
 
@@ -69,6 +88,9 @@ func (w *writer) round(ctx context.Context) {
 		_, runs := applied[sj.Name]
 		if r, ok := refused[sj.Name]; ok {
 			w.report(ctx, sj, r)
+		}
+		if runs {
+			w.reportSlots(ctx, sj, now)
 		}
 		st := w.desired(ctx, sj, refused, applied, now)
 		if v := sj.Annotations[spec.TriggerAnnotation]; runs && v != "" && v != sj.Status.LastTrigger {
@@ -239,25 +261,85 @@ func (w *writer) report(ctx context.Context, sj *spec.ScheduledJob, r refusal) {
 	}
 	w.reported[key] = true
 	w.s.o.Log.Error("ScheduledJob refused: it does not run; fix its spec", "scheduled_job", sj.Name, "generation", sj.Generation, "reason", r.reason, "err", r.message)
-	now := metav1.Now()
+	now := time.Now()
+	if err := w.event(ctx, sj, r.reason, r.message, 1, now, now); err != nil {
+		w.s.o.Log.Warn("refusal not recorded as an Event", "scheduled_job", sj.Name, "err", err)
+	}
+}
+
+// reportSlots records a Warning Event on sj for the slots of its job that
+// failed for good (SlotFailed) and that were missed (SlotsMissed) since
+// the last such Event: the first at once, then at most one per reason per
+// Options.EventEvery, which counts the slots since the one before, so a
+// per-second job failing every second adds one Event per interval, not
+// one per slot.
+func (w *writer) reportSlots(ctx context.Context, sj *spec.ScheduledJob, now time.Time) {
+	seen := w.s.tracker.get(sj.Name)
+	w.slotsEvent(ctx, sj, ReasonSlotFailed, seen.failures, now, func(n int) string {
+		return fmt.Sprintf("%s failed for good (every attempt failed until its deadline); the latest, %s: %s",
+			slots(n), seen.failed.UTC().Format(time.RFC3339Nano), w.failureText(ctx, sj.Name, seen.failed))
+	})
+	w.slotsEvent(ctx, sj, ReasonSlotsMissed, seen.missed, now, func(n int) string {
+		return fmt.Sprintf("%s missed: not run because they fell outside the catch-up window or limit, or passed while the job was suspended", slots(n))
+	})
+}
+
+func slots(n int) string {
+	if n == 1 {
+		return "1 slot"
+	}
+	return fmt.Sprintf("%d slots", n)
+}
+
+// slotsEvent writes the Event of one reason if count grew since the last
+// one and the interval allows.
+func (w *writer) slotsEvent(ctx context.Context, sj *spec.ScheduledJob, reason string, count int, now time.Time, message func(n int) string) {
+	key := sj.Name + "/" + reason
+	last, ok := w.slotEvents[key]
+	if count <= last.upTo || (ok && now.Sub(last.at) < w.s.o.EventEvery) || !w.limiter.TryAccept() {
+		return // nothing new, too soon, or in a later round
+	}
+	first := now
+	if ok {
+		first = last.at
+	}
+	n := count - last.upTo
+	w.slotEvents[key] = slotEvent{upTo: count, at: now}
+	if err := w.event(ctx, sj, reason, message(n), n, first, now); err != nil {
+		w.s.o.Log.Warn("slots not recorded as an Event", "scheduled_job", sj.Name, "reason", reason, "err", err)
+	}
+}
+
+// maxEventMessage bounds an Event's message (the API server refuses
+// longer ones).
+const maxEventMessage = 1024
+
+// event creates a Warning Event on sj that counts count occurrences
+// between first and last.
+func (w *writer) event(ctx context.Context, sj *spec.ScheduledJob, reason, message string, count int, first, last time.Time) error {
+	if len(message) > maxEventMessage {
+		message = strings.ToValidUTF8(message[:maxEventMessage-3], "") + "..."
+	}
 	ev := &corev1.Event{
-		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", sj.Name, now.UnixNano()), Namespace: sj.Namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s.%s.%x", sj.Name, strings.ToLower(reason), last.UnixNano()), Namespace: sj.Namespace},
 		InvolvedObject: corev1.ObjectReference{
 			APIVersion: spec.APIVersion, Kind: spec.KindName, Namespace: sj.Namespace, Name: sj.Name, UID: sj.UID,
 			ResourceVersion: sj.ResourceVersion,
 		},
-		Reason: r.reason, Message: r.message, Type: corev1.EventTypeWarning,
+		Reason: reason, Message: message, Type: corev1.EventTypeWarning,
 		Source:         corev1.EventSource{Component: "leasecron"},
-		FirstTimestamp: now, LastTimestamp: now, Count: 1, ReportingController: "leasecron",
+		FirstTimestamp: metav1.NewTime(first), LastTimestamp: metav1.NewTime(last), Count: int32(min(count, math.MaxInt32)),
+		ReportingController: "leasecron",
 	}
 	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(ev)
-	if err == nil {
-		u := &unstructured.Unstructured{Object: obj}
-		u.SetAPIVersion("v1")
-		u.SetKind("Event")
-		_, err = w.s.o.Client.Resource(eventsResource).Namespace(sj.Namespace).Create(ctx, u, metav1.CreateOptions{})
-	}
 	if err != nil {
-		w.s.o.Log.Warn("refusal not recorded as an Event", "scheduled_job", sj.Name, "err", err)
+		return fmt.Errorf("event %s of %s: %w", reason, sj.Name, err)
 	}
+	u := &unstructured.Unstructured{Object: obj}
+	u.SetAPIVersion("v1")
+	u.SetKind("Event")
+	if _, err := w.s.o.Client.Resource(eventsResource).Namespace(sj.Namespace).Create(ctx, u, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create event %s of %s: %w", reason, sj.Name, err)
+	}
+	return nil
 }

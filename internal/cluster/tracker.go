@@ -8,8 +8,9 @@ import (
 )
 
 // tracker is the jobs.Metrics the scheduler reports to: it remembers, per
-// job, the latest slot started, succeeded and failed for good, and passes
-// every call on to next.
+// job, the latest slot started, succeeded and failed for good, and how many
+// slots failed for good and were missed (for the Events), and passes every
+// call on to next.
 type tracker struct {
 	next jobs.Metrics
 	mu   sync.Mutex
@@ -19,7 +20,14 @@ type tracker struct {
 // seen is what the leader saw of one job's slots (zero: nothing).
 type seen struct {
 	started, succeeded, failed time.Time
+	// failures and missed count the slots that failed for good and the
+	// slots missed, since this process first saw the job.
+	failures, missed int
 }
+
+// forgetter is what next may also do: drop a removed job's series
+// (metrics.Metrics.Forget).
+type forgetter interface{ Forget(job string) }
 
 func newTracker() *tracker { return &tracker{jobs: map[string]seen{}} }
 
@@ -37,10 +45,14 @@ func (t *tracker) update(job string, f func(*seen)) {
 	t.jobs[job] = s
 }
 
+// forget drops a removed job, here and in next.
 func (t *tracker) forget(job string) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	delete(t.jobs, job)
+	t.mu.Unlock()
+	if f, ok := t.next.(forgetter); ok {
+		f.Forget(job)
+	}
 }
 
 func later(a, b time.Time) time.Time {
@@ -81,6 +93,7 @@ func (t *tracker) SlotDone(job string, o jobs.Outcome, slot time.Time) {
 			s.succeeded = later(s.succeeded, slot)
 		case jobs.Failed:
 			s.failed = later(s.failed, slot)
+			s.failures++
 		}
 	})
 	if t.next != nil {
@@ -90,6 +103,7 @@ func (t *tracker) SlotDone(job string, o jobs.Outcome, slot time.Time) {
 
 // Missed implements jobs.Metrics.
 func (t *tracker) Missed(job string, n int) {
+	t.update(job, func(s *seen) { s.missed += n })
 	if t.next != nil {
 		t.next.Missed(job, n)
 	}
@@ -99,5 +113,12 @@ func (t *tracker) Missed(job string, n int) {
 func (t *tracker) CaughtUp(job string) {
 	if t.next != nil {
 		t.next.CaughtUp(job)
+	}
+}
+
+// NextSlot implements jobs.Metrics.
+func (t *tracker) NextSlot(job string, next time.Time, interval time.Duration) {
+	if t.next != nil {
+		t.next.NextSlot(job, next, interval)
 	}
 }

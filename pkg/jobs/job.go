@@ -210,16 +210,23 @@ type Metrics interface {
 	Missed(job string, n int)
 	// CaughtUp counts a past slot run late when leadership started.
 	CaughtUp(job string)
+	// NextSlot is the leader's next scheduled slot of job, and interval the
+	// schedule's spacing there (next minus the slot before it; zero if none
+	// within the schedule's range). The zero next means the job has none
+	// here: suspended, removed, past its schedule's last slot, or this
+	// process no longer leads.
+	NextSlot(job string, next time.Time, interval time.Duration)
 }
 
 type noMetrics struct{}
 
-func (noMetrics) JobStarted(string, time.Time)           {}
-func (noMetrics) SlotStarted(string, time.Time)          {}
-func (noMetrics) Attempt(string, Outcome, time.Duration) {}
-func (noMetrics) SlotDone(string, Outcome, time.Time)    {}
-func (noMetrics) Missed(string, int)                     {}
-func (noMetrics) CaughtUp(string)                        {}
+func (noMetrics) JobStarted(string, time.Time)              {}
+func (noMetrics) SlotStarted(string, time.Time)             {}
+func (noMetrics) Attempt(string, Outcome, time.Duration)    {}
+func (noMetrics) SlotDone(string, Outcome, time.Time)       {}
+func (noMetrics) Missed(string, int)                        {}
+func (noMetrics) CaughtUp(string)                           {}
+func (noMetrics) NextSlot(string, time.Time, time.Duration) {}
 
 // Diff names the jobs added, changed (another Revision) and removed from
 // before to after, as the log lines of a live change name them.

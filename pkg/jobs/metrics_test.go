@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+
+	"github.com/leasecron/leasecron/internal/testenv"
 )
 
 // TestLastSuccessFromLedgerWhenLeadershipStarts: a new leader whose job's
@@ -90,4 +92,56 @@ func TestSlotsCountEachSlotOnce(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestNextSlotIsTheLeaders: the leader publishes each job's next slot and
+// the schedule's interval before it; a suspended job, a removed one and a
+// job of a process that stopped leading have none (a stale next slot on a
+// former leader would read as an overdue job).
+func TestNextSlotIsTheLeaders(t *testing.T) {
+	db := openDB(t, testenv.DSN(t, "sqlite"))
+	p := newProbe()
+	h := newHarness(t, db, "a", p, "0 */5 * * * *", time.UTC, minute(12, 1), nil)
+	seed(t, db, "a", minute(12, 0))
+	want := func(what string, at time.Time, interval time.Duration) {
+		t.Helper()
+		if got := h.m.nextSlot("a"); !got.at.Equal(at) || got.interval != interval {
+			t.Fatalf("%s: next slot %v (interval %v), want %v (interval %v)", what, got.at, got.interval, at, interval)
+		}
+	}
+	_, stop := h.lead(t)
+	h.settle(t, 1)
+	want("leading", minute(12, 5), 5*time.Minute)
+
+	// While a slot runs, the one after it is the next.
+	release := make(chan struct{})
+	p.do = func(context.Context, time.Time) error { <-release; return nil }
+	h.clock.Step(4 * time.Minute)
+	if got := p.next(t); !got.Equal(minute(12, 5)) {
+		t.Fatalf("slot %v, want 12:05", got)
+	}
+	want("running 12:05", minute(12, 10), 5*time.Minute)
+	close(release)
+	h.settle(t, 1)
+	want("after 12:05", minute(12, 10), 5*time.Minute)
+
+	suspended := def(t, "a", "0 */5 * * * *", time.UTC, p)
+	suspended.Policy.Suspend = true
+	h.set(t, suspended)
+	h.settle(t, 0)
+	want("suspended", time.Time{}, 0)
+	h.set(t, def(t, "a", "0 */5 * * * *", time.UTC, p))
+	h.settle(t, 1)
+	want("resumed", minute(12, 10), 5*time.Minute)
+
+	h.set(t)
+	h.settle(t, 0)
+	want("removed", time.Time{}, 0)
+	h.set(t, def(t, "a", "0 */5 * * * *", time.UTC, p))
+	h.settle(t, 1)
+	want("added again", minute(12, 10), 5*time.Minute)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	want("no longer leading", time.Time{}, 0)
 }

@@ -429,6 +429,7 @@ func (s *Scheduler) loop(ls *leadState, jl *jobLoop) error {
 			cursor, suspendedAt = later(cursor, now), time.Time{}
 		}
 		if p.Suspend {
+			s.opts.Metrics.NextSlot(def.Name, time.Time{}, 0)
 			if !s.sleep(ls, jl, nil) {
 				return nil
 			}
@@ -444,11 +445,13 @@ func (s *Scheduler) loop(ls *leadState, jl *jobLoop) error {
 		next := sched.Next(cursor)
 		if next.IsZero() {
 			log.Warn("schedule has no further slot")
+			s.opts.Metrics.NextSlot(def.Name, time.Time{}, 0)
 			if !s.sleep(ls, jl, nil) {
 				return nil
 			}
 			continue
 		}
+		s.publishNext(def, next)
 		if d := next.Sub(now); d > 0 {
 			t := s.opts.Clock.NewTimer(d)
 			woke := s.sleep(ls, jl, t.C())
@@ -471,6 +474,9 @@ func (s *Scheduler) loop(ls *leadState, jl *jobLoop) error {
 			continue // changed while waiting: the new definition decides
 		}
 		deadline := sched.Next(next)
+		// While this slot runs, the one after it is the next: a slot that
+		// runs past it makes that one late, as it is.
+		s.publishNext(def, deadline)
 		if floor := s.opts.Clock.Now().Add(p.Timeout); deadline.IsZero() || deadline.Before(floor) {
 			deadline = floor
 		}
@@ -542,12 +548,28 @@ func (s *Scheduler) loopDone(ls *leadState, jl *jobLoop) {
 	s.dropLoop(ls, jl)
 }
 
-// dropLoop deletes jl from ls; s.mu is held.
+// dropLoop deletes jl from ls and its next slot from the metrics; s.mu is
+// held (so a loop started again for the same name publishes after this).
 func (s *Scheduler) dropLoop(ls *leadState, jl *jobLoop) {
 	def, _, _, _ := jl.state()
 	if ls.loops[def.Name] == jl {
 		delete(ls.loops, def.Name)
+		s.opts.Metrics.NextSlot(def.Name, time.Time{}, 0)
 	}
+}
+
+// publishNext tells the metrics def's next slot (zero: none) and the
+// schedule's interval before it.
+func (s *Scheduler) publishNext(def Definition, next time.Time) {
+	var interval time.Duration
+	if next.IsZero() {
+		s.opts.Metrics.NextSlot(def.Name, next, 0)
+		return
+	}
+	if prev := def.Schedule.Prev(next.Add(-time.Nanosecond)); !prev.IsZero() {
+		interval = next.Sub(prev)
+	}
+	s.opts.Metrics.NextSlot(def.Name, next, interval)
 }
 
 func later(a, b time.Time) time.Time {

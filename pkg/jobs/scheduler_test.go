@@ -64,10 +64,22 @@ type recorder struct {
 	mu     sync.Mutex
 	counts map[string]float64 // "what/job[/outcome]"
 	last   map[string]time.Time
+	next   map[string]nextSlot // NextSlot's latest, by job
+}
+
+type nextSlot struct {
+	at       time.Time
+	interval time.Duration
 }
 
 func newRecorder() *recorder {
-	return &recorder{counts: map[string]float64{}, last: map[string]time.Time{}}
+	return &recorder{counts: map[string]float64{}, last: map[string]time.Time{}, next: map[string]nextSlot{}}
+}
+
+func (r *recorder) nextSlot(job string) nextSlot {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.next[job]
 }
 
 func (r *recorder) add(key string, n float64) {
@@ -109,6 +121,11 @@ func (r *recorder) SlotDone(job string, o Outcome, slot time.Time) {
 }
 func (r *recorder) Missed(job string, n int) { r.add("missed/"+job, float64(n)) }
 func (r *recorder) CaughtUp(job string)      { r.add("caughtup/"+job, 1) }
+func (r *recorder) NextSlot(job string, next time.Time, interval time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.next[job] = nextSlot{next, interval}
+}
 
 type harness struct {
 	db    *gorm.DB

@@ -2,10 +2,15 @@ package kube
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 )
 
 // ToolsDirEnv overrides where the test tool binaries are looked up
@@ -85,4 +90,59 @@ func declaresModule(gomod []byte, path string) bool {
 		}
 	}
 	return false
+}
+
+// BuildTool is ToolPath for a tool that hack/tools/build.sh builds only when
+// asked for by name (promtool): a missing binary is built first, which
+// takes minutes on a cold cache (the build serialises with any other run of
+// build.sh on its lock file).
+func BuildTool(name string) (string, error) {
+	if p, err := ToolPath(name); err == nil {
+		return p, nil
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.Command(filepath.Join(root, "hack", "tools", "build.sh"), name)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("kube: build the test tool %s with hack/tools/build.sh: %w\n%s", name, err, out)
+	}
+	return ToolPath(name)
+}
+
+// RenderChart runs `helm template` on the chart in dir, as release x in
+// namespace, with values (given on stdin: helm splits a -f path at commas),
+// and returns the rendered objects; a template that fails returns helm's
+// message.
+func RenderChart(dir, namespace string, values map[string]any) ([]map[string]any, error) {
+	helm, err := ToolPath("helm")
+	if err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(values)
+	if err != nil {
+		return nil, fmt.Errorf("kube: chart values: %w", err)
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(helm, "template", "x", dir, "-n", namespace, "-f", "-")
+	cmd.Stdin, cmd.Stderr = bytes.NewReader(b), &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("helm template: %w: %s", err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	var objs []map[string]any
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
+	for {
+		var o map[string]any
+		if err := dec.Decode(&o); errors.Is(err, io.EOF) {
+			return objs, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("kube: parse the rendered chart: %w", err)
+		}
+		if o != nil {
+			objs = append(objs, o)
+		}
+	}
 }
