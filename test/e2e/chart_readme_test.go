@@ -22,8 +22,8 @@ type chartValue struct {
 
 // chartValues flattens the chart's values.yaml into the values the READMEs'
 // tables list, in file order. A key is a section or a value:
-//   - a mapping some of whose keys carry a `# --` comment of their own is a
-//     section: each of its keys is a value (or a section) under its dotted
+//   - a mapping some of whose keys carry a `# --` comment of their own, or
+//     whose values include such a section (`metrics`), is a section: each of its keys is a value (or a section) under its dotted
 //     path (`image.tag`, `networkPolicy.database.to`), and the section itself
 //     is no row, commented or not (`rollingUpdate`, `startupProbe`);
 //   - anything else is one value, its default the whole of it: a scalar, a
@@ -65,13 +65,14 @@ func chartValues(t *testing.T) []chartValue {
 	return out
 }
 
-// isSection: a non-empty mapping with a `# --` comment on one of its keys.
+// isSection: a non-empty mapping with a `# --` comment on one of its keys,
+// or with a section among its values (`metrics.prometheusRule`).
 func isSection(v *yaml.Node) bool {
 	if v.Kind != yaml.MappingNode {
 		return false
 	}
-	for i := 0; i < len(v.Content); i += 2 {
-		if hasDocComment(v.Content[i]) {
+	for i := 0; i+1 < len(v.Content); i += 2 {
+		if hasDocComment(v.Content[i]) || isSection(v.Content[i+1]) {
 			return true
 		}
 	}

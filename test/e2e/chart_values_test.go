@@ -661,6 +661,17 @@ var chartValuesTestedElsewhere = map[string]string{
 	"rbac.create":           "TestChartRoleRules",
 	"extraVolumes":          "TestChartExtraVolumesRender",
 	"extraVolumeMounts":     "TestChartExtraVolumesRender",
+	// test/alerts renders the PrometheusRule and the dashboard.
+	"metrics.prometheusRule.enabled":         "test/alerts TestChartPrometheusRuleRender",
+	"metrics.prometheusRule.labels":          "test/alerts TestChartPrometheusRuleRender",
+	"metrics.prometheusRule.ruleLabels":      "test/alerts TestChartPrometheusRuleRender",
+	"metrics.prometheusRule.disabled":        "test/alerts TestChartPrometheusRuleRender",
+	"metrics.prometheusRule.for":             "test/alerts TestChartPrometheusRuleRender",
+	"metrics.prometheusRule.severity":        "test/alerts TestChartPrometheusRuleRender",
+	"metrics.prometheusRule.additionalRules": "test/alerts TestChartPrometheusRuleRender",
+	"metrics.grafanaDashboard.enabled":       "test/alerts TestChartDashboardRender",
+	"metrics.grafanaDashboard.labels":        "test/alerts TestChartDashboardRender",
+	"metrics.grafanaDashboard.annotations":   "test/alerts TestChartDashboardRender",
 }
 
 // TestChartValuesRender renders the chart for each case of chartValueCases
@@ -748,23 +759,37 @@ func TestChartValuesRenderAcceptedByAPIServer(t *testing.T) {
 // in chartValuesTestedElsewhere, with a test of that name in this package;
 // so a new value needs a render test.
 func TestChartValuesEveryValueTested(t *testing.T) {
-	var sources strings.Builder
-	files, err := filepath.Glob("*_test.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
+	// A test is named "TestX" (in this package) or "test/dir TestX" (in
+	// that package of the module).
+	sources := map[string]string{}
+	source := func(dir string) string {
+		if src, ok := sources[dir]; ok {
+			return src
+		}
+		files, err := filepath.Glob(filepath.Join(repo, dir, "*_test.go"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		sources.Write(b)
+		var b strings.Builder
+		for _, f := range files {
+			c, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Write(c)
+		}
+		sources[dir] = b.String()
+		return sources[dir]
 	}
 	cases := chartValueCases()
 	for _, v := range chartValues(t) {
 		if test, ok := chartValuesTestedElsewhere[v.key]; ok {
-			if !strings.Contains(sources.String(), "func "+test+"(t *testing.T)") {
-				t.Errorf("chartValuesTestedElsewhere names %s for %s: no such test in test/e2e", test, v.key)
+			dir, name, found := strings.Cut(test, " ")
+			if !found {
+				dir, name = "test/e2e", test
+			}
+			if !strings.Contains(source(dir), "func "+name+"(t *testing.T)") {
+				t.Errorf("chartValuesTestedElsewhere names %s for %s: no such test in %s", name, v.key, dir)
 			}
 			continue
 		}
