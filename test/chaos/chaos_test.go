@@ -256,7 +256,7 @@ func TestChaos(t *testing.T) {
 		}
 	}
 
-	f.calm(rs, func(since time.Time) bool { return k.settled(t, since) })
+	f.calm(rs, func(since time.Time) bool { return k.settled(since) })
 	report(t, dsn, f, faults, k)
 }
 

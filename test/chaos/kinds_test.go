@@ -17,9 +17,9 @@ import (
 
 	"github.com/leasecron/leasecron/internal/testenv"
 	"github.com/leasecron/leasecron/internal/testenv/kube"
+	"github.com/leasecron/leasecron/internal/testenv/testdb"
 	"github.com/leasecron/leasecron/pkg/jobs"
 	"github.com/leasecron/leasecron/pkg/kubejob"
-	"github.com/leasecron/leasecron/pkg/model"
 	"gorm.io/gorm"
 	"k8s.io/client-go/kubernetes"
 )
@@ -45,7 +45,7 @@ var appendKey, slotProbe string
 // kinds is the mix of kinds in one chaos run and where their evidence is.
 type kinds struct {
 	cp       *kube.ControlPlane
-	db       string // the ledger's DSN
+	db       *gorm.DB // the ledger's database, the test's own connection
 	rc       *testenv.Receiver
 	keysFile string
 }
@@ -54,17 +54,15 @@ type kinds struct {
 // pod runner, the jobs file) and returns the fleet's tuning that runs it.
 // cp must run kube-controller-manager: a Job becomes a Pod there.
 func withKinds(t *testing.T, cp *kube.ControlPlane, dsn string) (*kinds, func(*fleet)) {
-	k := &kinds{cp: cp, db: dsn, rc: testenv.NewReceiver(t, nil)}
-	db := openLedger(t, dsn)
+	k := &kinds{cp: cp, db: testdb.Open(t, dsn), rc: testenv.NewReceiver(t, nil)}
 	for _, q := range []string{
 		"CREATE TABLE counters (name VARCHAR(64) PRIMARY KEY, n BIGINT NOT NULL)",
 		"INSERT INTO counters (name, n) VALUES ('" + kindSQL + "', 0)",
 	} {
-		if err := db.Exec(q).Error; err != nil {
+		if err := k.db.Exec(q).Error; err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	model.Close(db)
 	dir := t.TempDir()
 	k.keysFile = filepath.Join(dir, "keys")
 	cp.StartPodRunner(t, kube.PodRunnerOptions{Images: func(ref string) (kube.Image, bool) {
@@ -115,27 +113,12 @@ spec:
 	}
 }
 
-func openLedger(t *testing.T, raw string) *gorm.DB {
-	t.Helper()
-	dsn, err := model.ParseDSN(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := model.Open(context.Background(), dsn, 30*time.Second, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return db
-}
-
 // settled reports whether the per-second kinds have a succeeded slot after
 // since: the run may stop. The kubernetesJob, whose slots wait one for
 // another's Job and may still be catching up, is judged on what it ran.
-func (k *kinds) settled(t *testing.T, since time.Time) bool {
-	db := openLedger(t, k.db)
-	defer model.Close(db)
+func (k *kinds) settled(since time.Time) bool {
 	var n int64
-	err := db.Model(&jobs.JobRun{}).Where("job IN ? AND status = ? AND slot > ?",
+	err := k.db.Model(&jobs.JobRun{}).Where("job IN ? AND status = ? AND slot > ?",
 		[]string{kindSQL, kindHTTP, kindCommand}, jobs.StatusSucceeded, since).
 		Distinct("job").Count(&n).Error
 	return err == nil && n == 3
@@ -154,8 +137,7 @@ type kindRow struct {
 // report checks every kind against its own evidence and returns the rows
 // of the report; problems fail the test.
 func (k *kinds) report(t *testing.T, cs kubernetes.Interface) []kindRow {
-	db := openLedger(t, k.db)
-	defer model.Close(db)
+	db := k.db
 	rows := func(job string) []jobs.JobRun {
 		var rs []jobs.JobRun
 		if err := db.Where("job = ?", job).Order("slot").Find(&rs).Error; err != nil {
