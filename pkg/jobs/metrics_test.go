@@ -64,7 +64,7 @@ func TestSlotsCountEachSlotOnce(t *testing.T) {
 			t.Fatalf("RunSlot = %v, %v; want Succeeded after retries", out, err)
 		}
 		p.do = func(context.Context, time.Time) error { return errors.New("permanent") }
-		if out, err := s.RunSlot(ctx, Fence{}, "probe", broken, time.Now().Add(20*time.Millisecond)); err != nil || out != Failed {
+		if out, err := s.RunSlot(ctx, Fence{}, "probe", broken, time.Now().Add(500*time.Millisecond)); err != nil || out != Failed {
 			t.Fatalf("RunSlot = %v, %v; want Failed", out, err)
 		}
 		if out, err := s.RunSlot(ctx, Fence{}, "probe", fixed, time.Now().Add(time.Minute)); err != nil || out != Skipped {

@@ -328,7 +328,7 @@ func TestRetriesWithBackoffUntilSuccess(t *testing.T) {
 		}
 		// Failing for good: gives up at the deadline and records the failure.
 		p.do = func(context.Context, time.Time) error { return errors.New("permanent") }
-		out, err = s.RunSlot(context.Background(), Fence{}, "probe", slot.Add(24*time.Hour), time.Now().Add(20*time.Millisecond))
+		out, err = s.RunSlot(context.Background(), Fence{}, "probe", slot.Add(24*time.Hour), time.Now().Add(500*time.Millisecond))
 		if err != nil || out != Failed {
 			t.Fatalf("RunSlot = %v, %v; want Failed", out, err)
 		}
