@@ -106,6 +106,10 @@ type Policy struct {
 	// RetryInitial and RetryMax shape the capped exponential backoff
 	// between attempts.
 	RetryInitial, RetryMax time.Duration
+	// HistoryRetention is how long the job's finished ledger rows are kept,
+	// counted from their slot; KeepHistory (negative) keeps them all. The
+	// last succeeded slot and running rows are always kept.
+	HistoryRetention time.Duration
 }
 
 // defaultPolicy is the policy of a job that sets nothing.
@@ -115,6 +119,8 @@ var defaultPolicy = Policy{
 	Timeout:       10 * time.Minute,
 	RetryInitial:  time.Second,
 	RetryMax:      time.Minute,
+	// A week of a per-second job is 604,800 rows.
+	HistoryRetention: DefaultHistoryRetention,
 }
 
 // DefaultPolicy returns the policy the engine uses where neither the job nor
@@ -143,6 +149,9 @@ func (p Policy) withDefaults(d Policy) Policy {
 	}
 	if p.RetryMax < p.RetryInitial {
 		p.RetryMax = p.RetryInitial
+	}
+	if p.HistoryRetention == 0 {
+		p.HistoryRetention = d.HistoryRetention
 	}
 	return p
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -167,6 +168,9 @@ func (l *Ledger) Claim(ctx context.Context, f Fence, job string, slot time.Time)
 			return fmt.Errorf("read ledger row: %w", err)
 		}
 		if !found {
+			if err := checkHorizon(tx, job, slot); err != nil {
+				return err
+			}
 			run := JobRun{Job: job, Slot: slot, Status: StatusRunning, Holder: l.holder, Fence: f.Term, Attempts: 1, StartedAt: &now}
 			if err := tx.Create(&run).Error; errors.Is(err, gorm.ErrDuplicatedKey) {
 				// A concurrent claim inserted it between our read and insert.
@@ -248,24 +252,30 @@ var errSlotHasRow = errors.New("the slot has a ledger row already")
 // before) without running work: the error wraps ErrFenced or
 // errSlotHasRow. A row that appears after that read makes the insert fail
 // on the ledger's unique key: nothing commits, and the error wraps
-// errSlotHasRow. No row is locked before work: on MariaDB a locking read of
-// a missing row takes a gap lock, and concurrent slots of different jobs
-// deadlock on them.
+// errSlotHasRow. A slot at or before the job's horizon (its history
+// pruned) also takes the claim path, which refuses it with ErrPruned. No
+// row is locked before work: on MariaDB a locking read of a missing row
+// takes a gap lock, and concurrent slots of different jobs deadlock on them.
 func (l *Ledger) CompleteNew(ctx context.Context, f Fence, job string, slot, started time.Time, work func(tx *gorm.DB) error) error {
 	slot = slot.UTC()
 	started = started.UTC()
 	var seen struct {
-		Term  *int64
-		NRows int64
+		Term    *int64
+		NRows   int64
+		NPruned int64
 	}
-	if err := l.db.WithContext(ctx).Raw("SELECT (SELECT term FROM leader_terms WHERE scope = ?) AS term, (SELECT COUNT(*) FROM job_runs WHERE job = ? AND slot = ?) AS n_rows",
-		f.Scope, job, slot).Scan(&seen).Error; err != nil {
+	if err := l.db.WithContext(ctx).Raw("SELECT (SELECT term FROM leader_terms WHERE scope = ?) AS term, (SELECT COUNT(*) FROM job_runs WHERE job = ? AND slot = ?) AS n_rows, "+
+		"(SELECT COUNT(*) FROM job_horizons WHERE job = ? AND pruned_through >= ?) AS n_pruned",
+		f.Scope, job, slot, job, slot).Scan(&seen).Error; err != nil {
 		return fmt.Errorf("run %s slot %s: read ledger: %w", job, slot.Format(time.RFC3339Nano), err)
 	}
 	switch {
 	case !f.Manual() && (seen.Term == nil || *seen.Term != f.Term):
 		return fmt.Errorf("run %s slot %s: %w (ours %d)", job, slot.Format(time.RFC3339Nano), ErrFenced, f.Term)
 	case seen.NRows > 0:
+		return errSlotHasRow
+	case seen.NPruned > 0:
+		// The claim path says so with the horizon's time.
 		return errSlotHasRow
 	}
 	err := l.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
@@ -356,9 +366,11 @@ var errBatchNeedsSlotPath = errors.New("a slot in the batch has a running or fai
 
 // CompleteBatch runs work for every slot of job in slots that has no ledger
 // row yet and records them all as succeeded, in one transaction with the
-// fence checked last (as Complete does). Slots already succeeded are skipped and returned as
-// done. If any slot has a running or failed row, nothing is done and the
-// error wraps errBatchNeedsSlotPath.
+// fence checked last (as Complete does). Slots already succeeded are
+// skipped and returned as done. If any slot has a running or failed row,
+// nothing is done and the error wraps errBatchNeedsSlotPath; if a slot
+// without a row is at or before the job's horizon, the error wraps
+// ErrPruned.
 func (l *Ledger) CompleteBatch(ctx context.Context, f Fence, job string, slots []time.Time, work func(tx *gorm.DB, todo []time.Time) error) (done []time.Time, err error) {
 	utc := make([]time.Time, len(slots))
 	for i, s := range slots {
@@ -391,6 +403,9 @@ func (l *Ledger) CompleteBatch(ctx context.Context, f Fence, job string, slots [
 		}
 		if len(todo) == 0 {
 			return checkTerm(tx, f)
+		}
+		if err := checkHorizon(tx, job, slices.MinFunc(todo, time.Time.Compare)); err != nil {
+			return err
 		}
 		if err := work(tx, todo); err != nil {
 			return err

@@ -77,6 +77,12 @@ type Options struct {
 	Log *slog.Logger
 	// Metrics, if set, are told what happens to every slot.
 	Metrics Metrics
+	// PruneInterval is how often the leader prunes the ledger's history
+	// (see Policy.HistoryRetention). Default 5m.
+	PruneInterval time.Duration
+	// PruneBatch is how many rows one prune transaction removes at most.
+	// Default DefaultPruneBatch.
+	PruneBatch int
 }
 
 func (o *Options) defaults() {
@@ -92,6 +98,12 @@ func (o *Options) defaults() {
 	}
 	if o.Metrics == nil {
 		o.Metrics = noMetrics{}
+	}
+	if o.PruneInterval <= 0 {
+		o.PruneInterval = 5 * time.Minute
+	}
+	if o.PruneBatch <= 0 {
+		o.PruneBatch = DefaultPruneBatch
 	}
 }
 
@@ -355,6 +367,7 @@ func (s *Scheduler) Lead(ctx context.Context, drain <-chan struct{}, fence Fence
 	for _, d := range s.defs {
 		ls.start(s, d, time.Time{})
 	}
+	ls.wg.Go(func() { s.pruneLoop(ls) })
 	s.mu.Unlock()
 	select {
 	case <-ctx.Done():
@@ -715,7 +728,7 @@ func (s *Scheduler) runSlot(ctx context.Context, drain <-chan struct{}, fence Fe
 			return Succeeded, nil
 		}
 		m.Attempt(name, Failed, elapsed)
-		if errors.Is(err, ErrFenced) || errors.Is(err, ErrSlotBusy) || ctx.Err() != nil {
+		if errors.Is(err, ErrFenced) || errors.Is(err, ErrSlotBusy) || errors.Is(err, ErrPruned) || ctx.Err() != nil {
 			return Failed, err
 		}
 		giveUp := ""
@@ -767,7 +780,7 @@ func (s *Scheduler) attempt(ctx context.Context, fence Fence, def Definition, sl
 	started := s.ledger.now()
 	sc := slotOf(def, slot, n, fence)
 	defer func() {
-		if err == nil || errors.Is(err, ErrFenced) || errors.Is(err, ErrSlotBusy) {
+		if err == nil || errors.Is(err, ErrFenced) || errors.Is(err, ErrSlotBusy) || errors.Is(err, ErrPruned) {
 			return
 		}
 		fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

@@ -45,12 +45,12 @@ type LeaderTerm struct {
 // TableName implements gorm's tabler.
 func (LeaderTerm) TableName() string { return "leader_terms" }
 
-// Migrate creates or adopts the ledger's tables (job_runs, leader_terms) and
-// the tables of every definition's work that implements Migrator, under the
-// database's migration lock.
+// Migrate creates or adopts the ledger's tables (job_runs, leader_terms,
+// job_horizons) and the tables of every definition's work that implements
+// Migrator, under the database's migration lock.
 func Migrate(ctx context.Context, db *gorm.DB, defs []Definition) error {
 	return model.Migrate(ctx, db, func(db *gorm.DB) error {
-		if err := model.EnsureTables(db, []any{&JobRun{}, &LeaderTerm{}}, nil); err != nil {
+		if err := model.EnsureTables(db, []any{&JobRun{}, &LeaderTerm{}, &JobHorizon{}}, nil); err != nil {
 			return err
 		}
 		seen := map[string]bool{}
