@@ -64,6 +64,7 @@ func TestBadInput(t *testing.T) {
 		{"zero database-lost timeout", nil, []string{"run", "--database-lost-timeout", "0s"}, "--database-lost-timeout must be a positive duration"},
 		{"zero catch-up window", nil, []string{"run", "--catch-up-window", "0"}, "--catch-up-window must be a positive duration"},
 		{"negative catch-up limit", nil, []string{"run", "--catch-up-limit", "-1"}, "--catch-up-limit must be 0 or more"},
+		{"negative history retention", nil, []string{"run", "--history-retention", "-1h"}, "--history-retention must be 0 (keep forever) or a positive duration such as 168h (got -1h0m0s)"},
 		{"not a duration", nil, []string{"run", "--job-timeout", "ten minutes"}, `invalid argument "ten minutes" for "--job-timeout"`},
 		{"lease mode without a cluster", map[string]string{"KUBECONFIG": "/nonexistent/kubeconfig", "HOME": "/nonexistent"}, []string{"run", "--mode", "lease"}, "--mode lease needs a cluster"},
 		{"unknown mode", nil, []string{"run", "--mode", "raft"}, `--mode "raft" is not valid`},

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strconv"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"gorm.io/gorm"
 
 	"github.com/leasecron/leasecron/pkg/dailystats"
 	"github.com/leasecron/leasecron/pkg/jobs"
@@ -32,9 +34,28 @@ func (o *manualOptions) addFlags(cmd *cobra.Command) {
 // manualRun is what once and backfill share once their input is valid.
 type manualRun struct {
 	sched *jobs.Scheduler
+	db    *gorm.DB
 	def   jobs.Definition
 	loc   *time.Location
 	close func()
+}
+
+// refusePruned fails with a usage error, before anything runs, when any of
+// slots has no ledger row and lies at or before the job's horizon: its
+// history was pruned, so the ledger cannot tell whether it ran. fix says
+// what to do instead, given the first date whose slots are all after the
+// horizon.
+func (r *manualRun) refusePruned(ctx context.Context, slots []time.Time, fix func(after model.Date) string) error {
+	refused, horizon, err := jobs.Pruned(ctx, r.db, r.def.Name, slots)
+	if err != nil || len(refused) == 0 {
+		return err
+	}
+	what := fmt.Sprintf("the slot %s has", refused[0].In(r.loc).Format(time.RFC3339))
+	if len(refused) > 1 {
+		what = fmt.Sprintf("%d slots from %s to %s have", len(refused), refused[0].In(r.loc).Format(time.RFC3339), refused[len(refused)-1].In(r.loc).Format(time.RFC3339))
+	}
+	return usagef("job %s: %s no ledger row and its history through %s was pruned (historyRetention, --history-retention), so leasecron cannot tell whether they ran and does not run them again: %s",
+		r.def.Name, what, horizon.In(r.loc).Format(time.RFC3339), fix(model.DateOf(horizon.In(r.loc)).AddDays(1)))
 }
 
 // prepare validates the job and flags, then opens and migrates the database.
@@ -68,7 +89,7 @@ func (o *manualOptions) prepare(cmd *cobra.Command, job, verb string, check func
 		_ = model.Close(db)
 		return nil, err
 	}
-	return &manualRun{sched: s, def: def, loc: def.Schedule.Location(), close: func() { _ = model.Close(db) }}, nil
+	return &manualRun{sched: s, db: db, def: def, loc: def.Schedule.Location(), close: func() { _ = model.Close(db) }}, nil
 }
 
 func newOnceCmd() *cobra.Command {
@@ -108,6 +129,11 @@ func newOnceCmd() *cobra.Command {
 				return err
 			}
 			defer r.close()
+			if err := r.refusePruned(cmd.Context(), []time.Time{slot}, func(after model.Date) string {
+				return fmt.Sprintf("give a --date from %s on", after)
+			}); err != nil {
+				return err
+			}
 			out, err := r.sched.RunSlot(cmd.Context(), jobs.Fence{}, job, slot, time.Now().Add(r.def.Policy.Timeout))
 			fmt.Fprintf(cmd.OutOrStdout(), "%s %s: %s\n", job, slot.In(r.loc).Format(time.RFC3339), out)
 			if err != nil {
@@ -168,6 +194,11 @@ func newBackfillCmd() *cobra.Command {
 				return err
 			}
 			defer r.close()
+			if err := r.refusePruned(cmd.Context(), slots, func(after model.Date) string {
+				return fmt.Sprintf("backfill from --from %s or later", after)
+			}); err != nil {
+				return err
+			}
 			if _, inTx := r.def.Work.(jobs.TxJob); !inTx {
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: %d slots from %s to %s run outside the database (%s): one delivery per slot at least, each with its own Idempotency-Key\n",
 					job, len(slots), from, to, r.def.Kind)

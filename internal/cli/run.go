@@ -53,6 +53,7 @@ type runOptions struct {
 	catchUpWindow time.Duration
 	catchUpLimit  int
 	jobTimeout    time.Duration
+	retention     time.Duration
 	shutdownGrace time.Duration
 	httpAddr      string
 	dbLostTimeout time.Duration
@@ -75,6 +76,7 @@ func (o *runOptions) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.catchUpWindow, "catch-up-window", 48*time.Hour, "how far back a new leader runs missed slots")
 	fs.IntVar(&o.catchUpLimit, "catch-up-limit", jobs.DefaultCatchUpLimit, "how many missed slots per job a new leader runs at most (the most recent ones); 0 disables catch-up")
 	fs.DurationVar(&o.jobTimeout, "job-timeout", 10*time.Minute, "time limit of one attempt of a slot")
+	fs.DurationVar(&o.retention, "history-retention", jobs.DefaultHistoryRetention, "how long finished ledger rows are kept, for jobs that set no historyRetention; the leader prunes older ones (never a job's last success or a running slot); 0 keeps them forever")
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace-period", 30*time.Second, "on SIGTERM, how long running slots may finish before the leader lets go")
 	fs.StringVar(&o.httpAddr, "http-addr", ":8080", "address of /healthz, /readyz and /metrics (port 0 picks a free port)")
 	fs.BoolVar(&o.allowKubeJobs, "allow-kubernetes-jobs", false, "lease mode: run kubernetesJob jobs, one batch/v1 Job per slot in the Lease's namespace; whoever can define jobs can then run any Pod there (off: such jobs are refused)")
@@ -221,6 +223,9 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 	if o.catchUpLimit < 0 {
 		return usagef("--catch-up-limit must be 0 or more (got %d)", o.catchUpLimit)
 	}
+	if o.retention < 0 {
+		return usagef("--history-retention must be 0 (keep forever) or a positive duration such as 168h (got %s)", o.retention)
+	}
 	o.jobs.watched = true // the cluster source watches the ScheduledJobs
 	if err := o.jobs.checkSource(); err != nil {
 		return err
@@ -228,9 +233,12 @@ func (o *runOptions) run(ctx context.Context, fs *pflag.FlagSet, stderr io.Write
 	if o.db.maxConns < 1 {
 		return usagef("--database-max-connections must be 1 or more (got %d)", o.db.maxConns)
 	}
-	o.jobs.defaults = jobs.Policy{CatchUpWindow: o.catchUpWindow, CatchUpLimit: o.catchUpLimit, Timeout: o.jobTimeout}
+	o.jobs.defaults = jobs.Policy{CatchUpWindow: o.catchUpWindow, CatchUpLimit: o.catchUpLimit, Timeout: o.jobTimeout, HistoryRetention: o.retention}
 	if o.catchUpLimit == 0 {
 		o.jobs.defaults.CatchUpLimit = -1 // disabled
+	}
+	if o.retention == 0 {
+		o.jobs.defaults.HistoryRetention = jobs.KeepHistory
 	}
 	o.jobs.log = log
 	if _, _, err := net.SplitHostPort(o.httpAddr); err != nil {

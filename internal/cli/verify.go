@@ -30,6 +30,9 @@ type verifiedJob struct {
 	// no ledger row yet and no --from was given: nothing was checked.
 	From *time.Time `json:"from,omitempty"`
 	To   *time.Time `json:"to,omitempty"`
+	// PrunedThrough is the job's horizon, if its history was pruned: the
+	// check starts after it, since a pruned slot has no row to show.
+	PrunedThrough *time.Time `json:"prunedThrough,omitempty"`
 	// Tables is the check of the statistics tables, for a dailyStats job.
 	Tables *verifiedTables `json:"tables,omitempty"`
 }
@@ -70,7 +73,9 @@ type jobCheck struct {
 	// was given: nothing to check.
 	checked    bool
 	start, end time.Time
-	missing    []time.Time
+	// pruned is the job's horizon (zero: never pruned); start is after it.
+	pruned  time.Time
+	missing []time.Time
 	// stats is the check of the statistics tables, for a dailyStats job.
 	stats *statsCheck
 }
@@ -194,7 +199,16 @@ func checkJob(ctx context.Context, db *gorm.DB, d jobs.Definition, r dayRange) (
 	if now := time.Now(); r.to.IsZero() || c.end.After(now) {
 		c.end = now
 	}
-	var err error
+	h, pruned, err := jobs.Horizon(ctx, db, d.Name)
+	if err != nil {
+		return c, err
+	}
+	if pruned {
+		c.pruned = h.PrunedThrough
+		if !c.start.After(c.pruned) {
+			c.start = c.pruned.Truncate(time.Second).Add(time.Second) // the first whole second after: a schedule slot is one
+		}
+	}
 	c.missing, err = jobs.Unsucceeded(ctx, db, d, c.start, c.end)
 	return c, err
 }
@@ -228,6 +242,9 @@ func verifyDocOf(checks []jobCheck) verifyDoc {
 		vj := verifiedJob{Name: name}
 		if c.checked {
 			vj.From, vj.To = utc(c.start), utc(c.end)
+		}
+		if !c.pruned.IsZero() {
+			vj.PrunedThrough = utc(c.pruned)
 		}
 		for _, m := range c.missing {
 			doc.Findings = append(doc.Findings, finding{Kind: findingSlot, Job: name, Slot: utc(m)})
@@ -279,6 +296,9 @@ func printJobCheck(w io.Writer, c jobCheck) {
 		return
 	}
 	span := fmt.Sprintf("%s to %s", c.start.In(loc).Format(time.RFC3339), c.end.In(loc).Format(time.RFC3339))
+	if !c.pruned.IsZero() {
+		span += fmt.Sprintf(" (history through %s pruned)", c.pruned.In(loc).Format(time.RFC3339))
+	}
 	if len(c.missing) == 0 {
 		fmt.Fprintf(w, "job %s: ok (every slot from %s succeeded)\n", name, span)
 		return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"gorm.io/gorm"
@@ -244,4 +245,26 @@ func (s *Scheduler) prunePass(ls *leadState) error {
 		}
 	}
 	return nil
+}
+
+// Pruned returns the slots among slots that the ledger refuses to run
+// because their history was pruned (no row, at or before job's horizon),
+// and the horizon; none if the job was never pruned. It is what `once` and
+// `backfill` check before they run anything.
+func Pruned(ctx context.Context, db *gorm.DB, job string, slots []time.Time) (refused []time.Time, horizon time.Time, err error) {
+	h, ok, err := Horizon(ctx, db, job)
+	if err != nil || !ok {
+		return nil, time.Time{}, err
+	}
+	var kept []time.Time
+	if err := db.WithContext(ctx).Model(&JobRun{}).Where("job = ? AND slot <= ?", job, h.PrunedThrough).
+		Pluck("slot", &kept).Error; err != nil {
+		return nil, time.Time{}, fmt.Errorf("read ledger of %s: %w", job, err)
+	}
+	for _, s := range slots {
+		if !s.After(h.PrunedThrough) && !slices.ContainsFunc(kept, s.Equal) {
+			refused = append(refused, s)
+		}
+	}
+	return refused, h.PrunedThrough, nil
 }

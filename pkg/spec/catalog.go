@@ -219,6 +219,11 @@ func policy(s *JobSpec, defaults jobs.Policy, bad func(field, format string, arg
 		Attempts:      defaults.Attempts,
 		RetryInitial:  pick(defaults.RetryInitial, base.RetryInitial),
 		RetryMax:      pick(defaults.RetryMax, base.RetryMax),
+		// Negative (jobs.KeepHistory) is a value here, not a default.
+		HistoryRetention: defaults.HistoryRetention,
+	}
+	if p.HistoryRetention == 0 {
+		p.HistoryRetention = base.HistoryRetention
 	}
 	if p.CatchUpLimit == 0 {
 		p.CatchUpLimit = base.CatchUpLimit
@@ -247,6 +252,16 @@ func policy(s *JobSpec, defaults jobs.Policy, bad func(field, format string, arg
 	}
 	if s.Timeout != nil {
 		duration("spec.timeout", s.Timeout.Duration, &p.Timeout)
+	}
+	if r := s.HistoryRetention; r != nil {
+		switch {
+		case r.Duration < 0:
+			bad("spec.historyRetention", "must be 0s (keep forever) or a positive duration such as 168h (got %s)", r.Duration)
+		case r.Duration == 0:
+			p.HistoryRetention = jobs.KeepHistory
+		default:
+			p.HistoryRetention = r.Duration
+		}
 	}
 	if r := s.Retries; r != nil {
 		if r.Limit != nil {

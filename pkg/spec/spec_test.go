@@ -50,6 +50,7 @@ spec:
   catchUp: {window: 1h, limit: 3}
   timeout: 30s
   retries: {limit: 2, backoff: {initial: 2s, max: 8s}}
+  historyRetention: 0s
   http: {url: "http://x"}
 `)
 	if err != nil {
@@ -62,7 +63,8 @@ spec:
 	if a.Name != "a" || a.Kind != "sql" || a.Schedule.Location().String() != "Europe/Berlin" || a.Policy != jobs.DefaultPolicy() {
 		t.Errorf("a = %+v (policy %+v), want sql in Europe/Berlin with the default policy", a, a.Policy)
 	}
-	want := jobs.Policy{Suspend: true, CatchUpWindow: time.Hour, CatchUpLimit: 3, Timeout: 30 * time.Second, Attempts: 2, RetryInitial: 2 * time.Second, RetryMax: 8 * time.Second}
+	want := jobs.Policy{Suspend: true, CatchUpWindow: time.Hour, CatchUpLimit: 3, Timeout: 30 * time.Second, Attempts: 2, RetryInitial: 2 * time.Second, RetryMax: 8 * time.Second,
+		HistoryRetention: jobs.KeepHistory}
 	if b.Kind != "http" || b.Policy != want {
 		t.Errorf("b policy = %+v, want %+v", b.Policy, want)
 	}
@@ -76,11 +78,11 @@ func TestEnvDefaultsFillUnsetFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defs, err := catalog().Definitions(list, Env{Location: time.UTC, Defaults: jobs.Policy{CatchUpWindow: time.Hour, CatchUpLimit: -1, Timeout: time.Minute}})
+	defs, err := catalog().Definitions(list, Env{Location: time.UTC, Defaults: jobs.Policy{CatchUpWindow: time.Hour, CatchUpLimit: -1, Timeout: time.Minute, HistoryRetention: 2 * time.Hour}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := defs[0].Policy; p.CatchUpWindow != time.Hour || p.CatchUpLimit != -1 || p.Timeout != time.Minute {
+	if p := defs[0].Policy; p.CatchUpWindow != time.Hour || p.CatchUpLimit != -1 || p.Timeout != time.Minute || p.HistoryRetention != 2*time.Hour {
 		t.Errorf("policy = %+v, want the controller's defaults", p)
 	}
 }
@@ -110,6 +112,7 @@ func TestBadInput(t *testing.T) {
 		{"negative retries", job("a", "{schedule: '@daily', retries: {limit: -2}, dailyStats: {}}"), []string{"job a: spec.retries.limit: must be 1 or more (got -2)"}},
 		{"zero backoff", job("a", "{schedule: '@daily', retries: {backoff: {initial: 0s}}, dailyStats: {}}"), []string{"job a: spec.retries.backoff.initial: must be a positive duration"}},
 		{"max below initial", job("a", "{schedule: '@daily', retries: {backoff: {initial: 1m, max: 1s}}, dailyStats: {}}"), []string{"job a: spec.retries.backoff.max: 1s is below initial 1m0s"}},
+		{"negative retention", job("a", "{schedule: '@daily', historyRetention: -1h, dailyStats: {}}"), []string{"job a: spec.historyRetention: must be 0s (keep forever) or a positive duration such as 168h (got -1h0m0s)"}},
 		{"bad duration", job("a", "{schedule: '@daily', timeout: 10 minutes, dailyStats: {}}"), []string{"document 1: not a ScheduledJob"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -117,6 +117,13 @@ type JobSpec struct {
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 	// Retries shape the attempts of a failed slot.
 	Retries *Retries `json:"retries,omitempty"`
+	// HistoryRetention is how long the job's finished ledger rows are kept,
+	// counted from their slot; 0s keeps them forever. The last succeeded
+	// slot and running rows are always kept, and a slot whose row was
+	// pruned is never run again. Default: the controller's
+	// --history-retention.
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s')",message="must be 0s (keep forever) or a positive duration such as 168h"
+	HistoryRetention *metav1.Duration `json:"historyRetention,omitempty"`
 
 	// The kinds: exactly one is set.
 

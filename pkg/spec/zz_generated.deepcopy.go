@@ -189,6 +189,11 @@ func (in *JobSpec) DeepCopyInto(out *JobSpec) {
 		*out = new(Retries)
 		(*in).DeepCopyInto(*out)
 	}
+	if in.HistoryRetention != nil {
+		in, out := &in.HistoryRetention, &out.HistoryRetention
+		*out = new(v1.Duration)
+		**out = **in
+	}
 	if in.DailyStats != nil {
 		in, out := &in.DailyStats, &out.DailyStats
 		*out = new(DailyStats)

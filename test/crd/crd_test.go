@@ -268,6 +268,8 @@ func cases() []jobCase {
 		{name: "zone-case", doc: job("zone-case", `{schedule: "@daily", timeZone: europe/berlin, dailyStats: {}}`), server: `Invalid value: "europe/berlin": not a time zone the controller knows`, loader: "spec.timeZone"},
 		{name: "negative-timeout", doc: job("negative-timeout", `{schedule: "@daily", timeout: -1s, dailyStats: {}}`),
 			server: `spec.timeout: Invalid value: "-1s": must be a positive duration such as 30s or 10m`, loader: "spec.timeout: must be a positive duration"},
+		{name: "negative-retention", doc: job("negative-retention", `{schedule: "@daily", historyRetention: -1h, dailyStats: {}}`),
+			server: "spec.historyRetention: Invalid value", loader: "spec.historyRetention: must be 0s (keep forever) or a positive duration"},
 		{name: "zero-timeout", doc: job("zero-timeout", `{schedule: "@daily", timeout: 0s, dailyStats: {}}`), server: "spec.timeout: Invalid value", loader: "spec.timeout: must be a positive duration"},
 		{name: "negative-window", doc: job("negative-window", `{schedule: "@daily", catchUp: {window: -1h}, dailyStats: {}}`),
 			server: `spec.catchUp.window: Invalid value: "-1h": must be a positive duration`, loader: "spec.catchUp.window: must be a positive duration"},
