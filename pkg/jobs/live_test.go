@@ -338,3 +338,45 @@ func TestTriggerRunsOneSlotThroughTheLedger(t *testing.T) {
 		}
 	})
 }
+
+// A job removed while its slot waits to retry a failed attempt is not
+// retried: the slot ends at once as failed, and the job's loop stops.
+func TestRemovedJobIsNotRetried(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
+		a := newProbe()
+		a.do = func(context.Context, time.Time) error { return errors.New("boom") }
+		h := newHarness(t, db, "a", a, "0 * * * * *", time.UTC, minute(12, 0).Add(30*time.Second), nil)
+		seed(t, db, "a", minute(12, 0))
+		h.lead(t)
+		h.settle(t, 1)
+		h.clock.Step(30 * time.Second)
+		if got := a.next(t); !got.Equal(minute(12, 1)) {
+			t.Fatalf("slot %s", got)
+		}
+		h.settle(t, 1) // the backoff before the second attempt
+		h.set(t)
+		h.clock.Step(time.Millisecond)
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			h.sched.mu.Lock()
+			left := len(h.sched.lead.loops)
+			h.sched.mu.Unlock()
+			if left == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the removed job's loop is still running")
+			}
+			time.Sleep(time.Millisecond) // polling a condition, not standing in for it
+		}
+		select {
+		case s := <-a.started:
+			t.Fatalf("the removed job's slot %s was attempted again", s)
+		default:
+		}
+		rs := runs(t, db, "a")
+		if last := rs[len(rs)-1]; !last.Slot.Equal(minute(12, 1)) || last.Status != StatusFailed || last.Attempts != 1 {
+			t.Errorf("the slot's row is %s %s after %d attempts, want 12:01 failed after 1", last.Slot, last.Status, last.Attempts)
+		}
+	})
+}

@@ -176,11 +176,13 @@ func (l *Ledger) raiseHorizon(tx *gorm.DB, job string, through time.Time, rows i
 
 // pruneLoop prunes every job's history while leading: a pass every
 // Options.PruneInterval, the first one interval after leadership starts
-// (so a new leader's catch-up goes first). A database error ends the pass
+// (so a new leader's catch-up goes first), timed on the wall clock: the
+// retention is counted on Options.Clock, the pauses are housekeeping and
+// never wait on a test's clock. A database error ends the pass
 // (the next one tries again); a newer term ends leadership.
 func (s *Scheduler) pruneLoop(ls *leadState) {
 	for {
-		t := s.opts.Clock.NewTimer(s.opts.PruneInterval)
+		t := time.NewTimer(s.opts.PruneInterval)
 		select {
 		case <-ls.ctx.Done():
 			t.Stop()
@@ -188,7 +190,7 @@ func (s *Scheduler) pruneLoop(ls *leadState) {
 		case <-ls.drain:
 			t.Stop()
 			return
-		case <-t.C():
+		case <-t.C:
 		}
 		if err := s.prunePass(ls); errors.Is(err, ErrFenced) {
 			s.opts.Log.Error("leadership term moved on: stopping", "err", err)
@@ -220,7 +222,7 @@ func (s *Scheduler) prunePass(ls *leadState) error {
 		before := start.Add(-keep)
 		counted := false
 		for {
-			t0 := s.opts.Clock.Now()
+			t0 := time.Now()
 			n, err := s.ledger.Prune(ls.ctx, ls.fence, d.Name, before, s.opts.PruneBatch)
 			if err != nil {
 				return err
@@ -232,7 +234,7 @@ func (s *Scheduler) prunePass(ls *leadState) error {
 			if n < s.opts.PruneBatch {
 				break
 			}
-			t := s.opts.Clock.NewTimer(s.opts.Clock.Since(t0))
+			t := time.NewTimer(time.Since(t0))
 			select {
 			case <-ls.ctx.Done():
 				t.Stop()
@@ -240,7 +242,7 @@ func (s *Scheduler) prunePass(ls *leadState) error {
 			case <-ls.drain:
 				t.Stop()
 				return nil
-			case <-t.C():
+			case <-t.C:
 			}
 		}
 	}

@@ -31,7 +31,8 @@
 // after the first attempt).
 //
 // The job set can change while leading (Set): a new job starts from the
-// change, a removed one stops after its running slot, a changed schedule
+// change, a removed one stops after its running attempt (a failed slot of
+// a removed job is not retried), a changed schedule
 // starts from the change (no slot the old schedule never had is replayed),
 // and a suspended job starts no new slot. The ledger, not the in-memory
 // plan, decides whether a slot runs, so no change runs a slot twice.
@@ -78,7 +79,7 @@ type Options struct {
 	// Metrics, if set, are told what happens to every slot.
 	Metrics Metrics
 	// PruneInterval is how often the leader prunes the ledger's history
-	// (see Policy.HistoryRetention). Default 5m.
+	// (see Policy.HistoryRetention), on the wall clock. Default 5m.
 	PruneInterval time.Duration
 	// PruneBatch is how many rows one prune transaction removes at most.
 	// Default DefaultPruneBatch.
@@ -753,6 +754,13 @@ func (s *Scheduler) runSlot(ctx context.Context, drain <-chan struct{}, fence Fe
 			t.Stop()
 			return Failed, errors.New("shutting down: slot left for the next leader")
 		case <-t.C():
+		}
+		if _, ok := s.definition(name); !ok {
+			// Removed while waiting (a deleted ScheduledJob, a job taken out
+			// of the file): a removed job runs no further attempt.
+			log.Warn("slot failed and its job was removed: not retrying", "attempts", attempt)
+			m.SlotDone(name, Failed, slot)
+			return Failed, nil
 		}
 		backoff = min(2*backoff, p.RetryMax)
 	}

@@ -284,7 +284,7 @@ func (w *Job) apiError(ctx context.Context, verb, name string, cur *batchv1.Job,
 	hint := ""
 	switch {
 	case apierrors.IsForbidden(err) && strings.Contains(err.Error(), "blockOwnerDeletion"):
-		hint = ": this API server checks owner references (OwnerReferencesPermissionEnforcement): grant the controller's ServiceAccount update on scheduledjobs/finalizers (leasecron.io) in its namespace too"
+		hint = ": this API server checks owner references (OwnerReferencesPermissionEnforcement): grant the controller's ServiceAccount update on scheduledjobs/finalizers (leasecron.io) in its namespace too (the chart: kubernetesJob.grantFinalizers=true)"
 	case apierrors.IsForbidden(err):
 		hint = ": grant the controller's ServiceAccount create, get, list, watch and delete on jobs (batch) in its namespace"
 	}

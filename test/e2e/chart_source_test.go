@@ -218,6 +218,21 @@ func TestChartRoleRules(t *testing.T) {
 			}
 		}
 	}
+	// grantFinalizers adds update on scheduledjobs/finalizers, only where
+	// Jobs are owned by ScheduledJobs: kubernetesJob on, cluster source.
+	for _, source := range []string{"cluster", "file"} {
+		for _, kubeJobs := range []bool{false, true} {
+			t.Run(fmt.Sprintf("source=%s,kubernetesJob=%v,grantFinalizers=true", source, kubeJobs), func(t *testing.T) {
+				values := chartJobsValues(source, nil)
+				values["kubernetesJob"] = map[string]any{"enabled": kubeJobs, "grantFinalizers": true}
+				got := roleRules(t, renderChart(t, values))
+				want := source == "cluster" && kubeJobs
+				if has := slices.Contains(got, `"leasecron.io" scheduledjobs/finalizers update`); has != want {
+					t.Errorf("the Role grants update on scheduledjobs/finalizers: %v, want %v:\n  %s", has, want, strings.Join(got, "\n  "))
+				}
+			})
+		}
+	}
 	t.Run("rbac.create=false", func(t *testing.T) {
 		values := chartJobsValues("cluster", nil)
 		values["kubernetesJob"] = map[string]any{"enabled": true}
