@@ -654,14 +654,14 @@ func chartValueCases() []valueCase {
 // chartValuesTestedElsewhere are the values whose rendering other tests
 // assert (value → test), beyond what TestChartValuesRender checks.
 var chartValuesTestedElsewhere = map[string]string{
-	"jobs.source":           "TestChartJobsRender",
-	"jobs.items":            "TestChartJobsClusterRender",
-	"allowCommandJobs":      "TestChartKindSwitchesRender",
-	"kubernetesJob.enabled": "TestChartRoleRules",
+	"jobs.source":                   "TestChartJobsRender",
+	"jobs.items":                    "TestChartJobsClusterRender",
+	"allowCommandJobs":              "TestChartKindSwitchesRender",
+	"kubernetesJob.enabled":         "TestChartRoleRules",
 	"kubernetesJob.grantFinalizers": "TestChartRoleRules",
-	"rbac.create":           "TestChartRoleRules",
-	"extraVolumes":          "TestChartExtraVolumesRender",
-	"extraVolumeMounts":     "TestChartExtraVolumesRender",
+	"rbac.create":                   "TestChartRoleRules",
+	"extraVolumes":                  "TestChartExtraVolumesRender",
+	"extraVolumeMounts":             "TestChartExtraVolumesRender",
 	// test/alerts renders the PrometheusRule and the dashboard.
 	"metrics.prometheusRule.enabled":         "test/alerts TestChartPrometheusRuleRender",
 	"metrics.prometheusRule.labels":          "test/alerts TestChartPrometheusRuleRender",
