@@ -25,7 +25,8 @@
 // starts, each job catches up: the slots after its last succeeded slot are
 // run oldest first, at most Policy.CatchUpWindow back and at most
 // Policy.CatchUpLimit of the most recent; older ones are reported as missed.
-// A job with no history runs only its most recent slot. A failed slot is
+// A job with no history runs only its most recent slot; one whose slots all
+// failed so far is caught up from its first slot in the ledger. A failed slot is
 // retried with capped exponential backoff until it succeeds, its attempts
 // run out, or its deadline passes (the next slot, but at least the timeout
 // after the first attempt).
@@ -624,7 +625,8 @@ func (s *Scheduler) startRetrying(ls *leadState, def Definition, log *slog.Logge
 }
 
 // start returns the cursor a new leader starts from for a job: its last
-// succeeded slot; for a job with no history, just before its most recent slot.
+// succeeded slot; for a job with no history, just before its most recent
+// slot; for one whose slots all failed, just before its first.
 func (s *Scheduler) start(ctx context.Context, def Definition) (time.Time, error) {
 	now := s.opts.Clock.Now()
 	last, history, err := s.ledger.LastSucceeded(ctx, def.Name)
@@ -640,8 +642,15 @@ func (s *Scheduler) start(ctx context.Context, def Definition) (time.Time, error
 			return now, nil
 		}
 		return prev.Add(-time.Nanosecond), nil
-	case last.IsZero(): // history, but nothing ever succeeded
-		return now.Add(-window).Add(-time.Nanosecond), nil
+	case last.IsZero():
+		// History, but nothing ever succeeded: from the job's first slot in
+		// the ledger (the first it had), not from before the job existed.
+		from := now.Add(-window)
+		first, _, err := FirstSlot(ctx, s.ledger.db, def.Name)
+		if err != nil {
+			return time.Time{}, err
+		}
+		return later(from, first).Add(-time.Nanosecond), nil
 	default:
 		return last, nil
 	}

@@ -283,6 +283,36 @@ func TestCatchUpLimitAndWindow(t *testing.T) {
 	}
 }
 
+// A job whose every slot so far failed (its first leader's attempt failed
+// for good, say) is caught up from its first slot in the ledger, not from
+// the catch-up window's start: the slots before the job existed never run.
+func TestCatchUpWithoutSuccessStartsAtTheFirstSlot(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
+		p := newProbe()
+		h := newHarness(t, db, p.Name(), p, "0 * * * * *", time.UTC, minute(12, 0).Add(30*time.Second), nil)
+		at := minute(11, 57)
+		if err := db.Create(&JobRun{Job: p.Name(), Slot: at, Status: StatusFailed, Holder: "earlier", Attempts: 3, StartedAt: &at, FinishedAt: &at, Error: "boom"}).Error; err != nil {
+			t.Fatal(err)
+		}
+		_, stop := h.lead(t)
+		for _, want := range []time.Time{minute(11, 57), minute(11, 58), minute(11, 59), minute(12, 0)} {
+			if got := p.next(t); !got.Equal(want) {
+				t.Fatalf("caught-up slot %s, want %s", got, want)
+			}
+		}
+		awaitWaiting(t, h.clock)
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(runs(t, db, p.Name())); n != 4 {
+			t.Errorf("ledger rows = %d, want 4: from the failed first slot, nothing before it", n)
+		}
+		if got := h.m.get("missed/" + p.Name()); got != 0 {
+			t.Errorf("missed metric = %v, want 0", got)
+		}
+	})
+}
+
 func TestNoHistoryRunsOnlyMostRecentSlot(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, db *gorm.DB) {
 		h := newHarness(t, db, "stamp", stampJob{}, "50 0 0 * * *", time.UTC, minute(12, 0), nil)
