@@ -39,7 +39,7 @@ CHAOS ?= 5m
 chaos: test-deps tools ## random faults against 5 replicas for CHAOS (5m), with a report; make test runs 40s
 	LEASECRON_CHAOS_DURATION=$(CHAOS) $(GO) test -count=1 -timeout 60m -v -run TestChaos ./test/chaos/
 
-bench: test-deps tools ## measure leasecron against the alternatives and rewrite BENCHMARKS.md (about 16 minutes; not part of make test)
+bench: test-deps tools ## measure leasecron against the alternatives and rewrite BENCHMARKS.md (about 30 minutes; not part of make test)
 	$(GO) test -tags bench -count=1 -timeout 60m -run TestBenchmarks -v ./test/bench/ -args -out $(CURDIR)/BENCHMARKS.md
 
 tools: ## build the test control plane (etcd, kube-apiserver, kube-controller-manager, kubectl, helm) into .cache/tools/bin, if missing
@@ -58,7 +58,7 @@ cross: ## build and go vet the shipped code for macOS and Windows, amd64 and arm
 	@GO=$(GO) hack/cross.sh
 
 DIST ?= dist
-release: ## build dist/ (or DIST=dir): linux/amd64 and arm64 binaries linked as make build links them, the chart, SHA256SUMS (needs helm: make tools)
+release: ## build dist/ (or DIST=dir): linux/amd64 and arm64 binaries linked as make build links them, the chart, LICENSE, SHA256SUMS (needs helm: make tools)
 	@GO="$(GO)" VERSION="$(VERSION)" COMMIT="$(COMMIT)" LDFLAGS="$(LDFLAGS)" DIST="$(DIST)" CHART_VERSION="$(CHART_VERSION)" hack/release.sh
 
 IMAGE ?= leasecron
@@ -66,4 +66,4 @@ image: ## build the container image leasecron:<git describe> (IMAGE=name to rena
 	DOCKER_BUILDKIT=1 docker build --build-arg VERSION="$(VERSION)" --build-arg COMMIT="$(COMMIT)" -t "$(IMAGE):$(VERSION)" .
 
 clean: ## remove build output and the local database
-	rm -rf bin leasecron.db leasecron.db-shm leasecron.db-wal leasecron.lock
+	rm -rf bin dist leasecron.db leasecron.db-shm leasecron.db-wal leasecron.lock

@@ -6,6 +6,7 @@
 #   leasecron_<version>_linux_arm64   version and commit stamped), plain files, mode 0755
 #   leasecron-<chart version>.tgz     the Helm chart; its version is Chart.yaml's unless
 #                                     CHART_VERSION is given, its appVersion is <version>
+#   LICENSE                           the project's licence (Apache-2.0), as the binaries need it
 #   SHA256SUMS                        sha256sum's format, for `cd dist && sha256sum -c SHA256SUMS`
 #
 # It needs Go and helm (HELM, default ${LEASECRON_TOOLS_DIR:-.cache/tools/bin}/helm, built by
@@ -67,6 +68,8 @@ chart="${chart##*/}"
 	{ echo "release: helm package wrote no chart in ${DIST} (it said: ${chart})" >&2; exit 1; }
 echo "release: packaged ${chart}"
 files+=("${chart}")
+cp LICENSE "${DIST}/LICENSE"
+files+=(LICENSE)
 
 (cd "${DIST}" && sha256sum -- "${files[@]}" >SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS)
 echo "release: wrote ${DIST}/SHA256SUMS (${#files[@]} files); verify with: cd ${DIST} && sha256sum -c SHA256SUMS"

@@ -2,7 +2,8 @@
 // Docker engine (neither is reachable here):
 //
 //   - TestMakeRelease runs `make release` into a temp DIST and checks what
-//     it wrote: SHA256SUMS lists exactly the two binaries and the chart, in
+//     it wrote: SHA256SUMS lists exactly the two binaries, the chart and
+//     the LICENSE, in
 //     the format `sha256sum -c` verifies, each with its real hash; the
 //     binaries are static, stripped ELF files for x86-64 and AArch64, the
 //     host's one prints the stamped version and commit; the chart archive's

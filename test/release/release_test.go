@@ -196,7 +196,7 @@ func TestMakeRelease(t *testing.T) {
 			dist := makeRelease(t, tc.vars...)
 			bins := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
 			chartTgz := fmt.Sprintf("%s-%s.tgz", chart.Name, tc.chartVersion)
-			want := []string{chartTgz}
+			want := []string{chartTgz, "LICENSE"}
 			for arch := range bins {
 				want = append(want, fmt.Sprintf("leasecron_%s_linux_%s", testVersion, arch))
 			}
