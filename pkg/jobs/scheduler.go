@@ -38,6 +38,11 @@
 // and a suspended job starts no new slot. The ledger, not the in-memory
 // plan, decides whether a slot runs, so no change runs a slot twice.
 //
+// While leading, the engine also prunes each job's finished ledger rows older
+// than its Policy.HistoryRetention, in small fenced batches, never the last
+// success or a running row; a slot whose row was pruned is refused, never
+// run again (see prune.go).
+//
 // The engine knows no kind of job: kinds build Definitions, and the engine
 // runs their Work through the TxJob and Job interfaces.
 //
