@@ -1,17 +1,11 @@
 package e2e
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"os/exec"
 	"testing"
 
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/leasecron/leasecron/internal/testenv/kube"
 )
@@ -20,36 +14,11 @@ import (
 // rendered objects.
 func renderChart(t *testing.T, values map[string]any) []map[string]any {
 	t.Helper()
-	helm, err := kube.ToolPath("helm")
+	objs, err := kube.RenderChart(chartDir(), "jobs", values)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := json.Marshal(values)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The values on stdin: helm splits a -f path at commas, and a test's
-	// temporary directory is named after the test.
-	var stderr bytes.Buffer
-	cmd := exec.Command(helm, "template", "x", chartDir(), "-n", "jobs", "-f", "-")
-	cmd.Stdin, cmd.Stderr = bytes.NewReader(b), &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("helm template: %v\n%s", err, stderr.String())
-	}
-	var objs []map[string]any
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
-	for {
-		var o map[string]any
-		if err := dec.Decode(&o); errors.Is(err, io.EOF) {
-			return objs
-		} else if err != nil {
-			t.Fatalf("parse the rendered chart: %v\n%s", err, out)
-		}
-		if o != nil {
-			objs = append(objs, o)
-		}
-	}
+	return objs
 }
 
 // renderedOne converts the one rendered object of kind into into, refusing
