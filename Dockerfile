@@ -51,6 +51,8 @@ LABEL org.opencontainers.image.title="leasecron" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${COMMIT}"
 COPY --from=build /out/leasecron /leasecron
+# The licence the binary is under, where image scanners look for it.
+COPY LICENSE /licenses/LICENSE
 USER 65532:65532
 # /healthz, /readyz, /metrics
 EXPOSE 8080
