@@ -82,6 +82,7 @@ func TestBadInput(t *testing.T) {
 		{"unknown command", nil, []string{"frobnicate"}, `unknown command "frobnicate" for "leasecron": run 'leasecron --help' for the commands`},
 		{"bad env value", map[string]string{"LEASECRON_JOB_TIMEOUT": "soon"}, []string{"run"}, "environment variable LEASECRON_JOB_TIMEOUT is not valid for --job-timeout"},
 		{"bad env schedule", map[string]string{"LEASECRON_SCHEDULE": "daily-stats=every day"}, []string{"run"}, `cron expression "every day" is not valid`},
+		{"negative @every", nil, []string{"run", "--schedule", "daily-stats=@every -1h"}, `--schedule daily-stats: cron expression "@every -1h" is not valid: @every needs a whole number of seconds, 1s or more, such as @every 90s or @every 1h`},
 		{"once unknown job", nil, []string{"once", "weekly-report"}, `unknown job "weekly-report"`},
 		{"once bad date", nil, []string{"once", "daily-stats", "--date", "24/11/2026"}, `--date "24/11/2026" is not a date`},
 		{"once future date", nil, []string{"once", "daily-stats", "--date", "2999-01-01"}, "is in the future"},

@@ -70,6 +70,11 @@ func ParseSchedule(expr string, loc *time.Location) (*Schedule, error) {
 		const allHours = 1<<24 - 1
 		s.everyHour = spec.Hour&allHours == allHours
 	case cron.ConstantDelaySchedule:
+		// robfig/cron turns what is not a whole number of seconds, 1 or
+		// more, into one that is (@every -1h runs every second): refuse it.
+		if d, err := time.ParseDuration(strings.TrimPrefix(expr, "@every ")); err != nil || d < time.Second || d%time.Second != 0 {
+			return nil, fmt.Errorf("cron expression %q is not valid: @every needs a whole number of seconds, 1s or more, such as @every 90s or @every 1h", expr)
+		}
 		s.every = v.Delay
 	default:
 		return nil, fmt.Errorf("cron expression %q has an unsupported form", expr)

@@ -42,6 +42,10 @@ func TestParseScheduleRejects(t *testing.T) {
 		{"TZ=UTC 0 0 * * *", "--timezone"},
 		{"0 0 0 30 2 *", "never fires"},
 		{"@sometimes", "not valid"},
+		{"@every -1h", "@every needs a whole number of seconds, 1s or more"},
+		{"@every 0", "@every needs a whole number of seconds"},
+		{"@every 500ms", "@every needs a whole number of seconds"},
+		{"@every 1.5s", "@every needs a whole number of seconds"},
 	} {
 		t.Run(tc.expr, func(t *testing.T) {
 			_, err := ParseSchedule(tc.expr, time.UTC)
