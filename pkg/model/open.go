@@ -105,6 +105,10 @@ func openPool(ctx context.Context, dsn DSN, o OpenOptions, maria bool) (*gorm.DB
 			return db, nil
 		}
 		err = dsn.Scrub(err)
+		if CertificateRefused(err) {
+			// The server's certificate does not change by waiting.
+			return nil, fmt.Errorf("database %s: its TLS certificate is not accepted (not retried: check the CA file and the DSN's host name): %w", dsn, err)
+		}
 		// The last wait is cut short so that the last attempt comes at
 		// the deadline: the whole of wait is used, and no more.
 		remaining := time.Until(deadline)

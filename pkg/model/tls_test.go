@@ -100,6 +100,21 @@ func TestTLSWithCA(t *testing.T) {
 					}
 				})
 			}
+			// A certificate that fails verification is not retried for the
+			// connect timeout: waiting does not change it.
+			t.Run("another CA, with a connect timeout", func(t *testing.T) {
+				d, err := model.ParseDSN(raw)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d, err = d.WithCAFile(wrongCA); err != nil {
+					t.Fatal(err)
+				}
+				_, err = model.OpenWith(context.Background(), d, model.OpenOptions{Wait: 10 * time.Minute, Log: slog.New(slog.DiscardHandler)})
+				if err == nil || !model.CertificateRefused(err) || !strings.Contains(err.Error(), "not retried") || strings.Contains(err.Error(), "attempts") {
+					t.Fatalf("open = %v, want the certificate refused at once, not retried", err)
+				}
+			})
 			t.Run("the server's CA", func(t *testing.T) { ledgerRoundTrip(t, raw, ca, dialect, "tls-job") })
 			if dialect == "postgres" {
 				t.Run("verify-ca under another name", func(t *testing.T) {

@@ -2,6 +2,8 @@ package model
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"database/sql/driver"
 	"errors"
 	"io"
@@ -67,6 +69,19 @@ func Transient(err error) bool {
 	// SQLite's driver reports a busy database only in its text.
 	msg := err.Error()
 	return strings.Contains(msg, "SQLITE_BUSY") || strings.Contains(msg, "database is locked")
+}
+
+// CertificateRefused reports whether err is the server's TLS certificate
+// failing verification (an unknown CA, a name it does not hold, expired):
+// never transient.
+func CertificateRefused(err error) bool {
+	var (
+		verify   *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+	)
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid)
 }
 
 // Deadlock reports whether err is a deadlock or a serialization failure the
