@@ -253,6 +253,7 @@ func TestBenchmarks(t *testing.T) {
 	t.Run("beside", func(t *testing.T) { benchBeside(t, r) })
 	t.Run("http-lag", func(t *testing.T) { benchHTTPLag(t, r) })
 	t.Run("retention", func(t *testing.T) { benchRetention(t, r) })
+	t.Run("prune-pass", func(t *testing.T) { benchPrunePass(t, r) })
 	t.Run("cronjob", func(t *testing.T) { benchCronJob(t, r) })
 
 	var b strings.Builder

@@ -243,3 +243,54 @@ func rowCounts(t *testing.T, db *gorm.DB) map[string]int64 {
 	}
 	return out
 }
+
+// prunePassJobs is how many jobs benchPrunePass's pass goes through.
+const prunePassJobs = 1000
+
+// benchPrunePass: what one prune pass costs the database with 1,000 jobs,
+// as the leader's pruner runs it (Ledger.Prune per job, under a term), when
+// nothing is due and when each job has one batch due.
+func benchPrunePass(t *testing.T, r *report) {
+	var rows [][]string
+	for _, d := range testenv.Dialects() {
+		ctx := context.Background()
+		db := openDB(t, testenv.DSN(t, d))
+		if err := jobs.Migrate(ctx, db, nil); err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now().UTC().Truncate(time.Hour)
+		for i := range prunePassJobs {
+			// 20 hourly rows: 10 older than a 10 h retention, 10 newer.
+			seedRows(t, db, fmt.Sprintf("job-%04d", i), now.Add(-20*time.Hour), time.Hour, 20)
+		}
+		l := jobs.NewLedger(db, "bench")
+		f, err := l.BeginTerm(ctx, "bench-prune-pass")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pass := func(before time.Time) (time.Duration, int) {
+			start, n := time.Now(), 0
+			for i := range prunePassJobs {
+				k, err := l.Prune(ctx, f, fmt.Sprintf("job-%04d", i), before, jobs.DefaultPruneBatch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n += k
+			}
+			return time.Since(start), n
+		}
+		idle, none := pass(now.Add(-30 * time.Hour))
+		busy, pruned := pass(now.Add(-10 * time.Hour))
+		again, _ := pass(now.Add(-10 * time.Hour))
+		if none != 0 || pruned != 10*prunePassJobs {
+			t.Fatalf("%s: pruned %d rows with nothing due and %d with 10 per job due, want 0 and %d", d, none, pruned, 10*prunePassJobs)
+		}
+		rows = append(rows, []string{d, round(idle), round(busy), count(pruned), round(again)})
+	}
+	r.add("A prune pass over 1,000 jobs",
+		fmt.Sprintf("What the leader's pruner costs per pass (every 5 min) with %s jobs: one `Prune` transaction per job (term check under "+
+			"the shared lock, the job's last success, up to %d old rows), run one after another as a pass runs them (without the pause "+
+			"a pass takes after a full batch). Each job has 20 hourly rows; first a pass with nothing due, then one with the 10 oldest "+
+			"of each due, then the same again (nothing left).", count(prunePassJobs), jobs.DefaultPruneBatch),
+		[]string{"database", "nothing due", "10 rows due per job", "rows pruned", "again, nothing left"}, rows)
+}
