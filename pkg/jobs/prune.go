@@ -125,19 +125,18 @@ func (l *Ledger) Prune(ctx context.Context, f Fence, job string, before time.Tim
 		for i, r := range rows {
 			ids[i] = r.ID
 		}
-		through := rows[len(rows)-1].Slot.UTC()
-		if err := l.raiseHorizon(tx, job, through, int64(len(rows))); err != nil {
-			return err
-		}
 		// A row taken over since the read (a failed slot claimed again) is
-		// running now and stays; the horizon may then name a slot that kept
-		// its row, which only refuses what would have been skipped anyway.
+		// running now and stays. The horizon is the newest slot read, so it
+		// may name a slot that kept its row: that refuses nothing, as only a
+		// slot without a row is refused. Both commit together.
 		res := tx.Where("id IN ? AND status IN ?", ids, finished).Delete(&JobRun{})
 		if res.Error != nil {
 			return fmt.Errorf("delete rows: %w", res.Error)
 		}
-		removed = int(res.RowsAffected)
-		return nil
+		if removed = int(res.RowsAffected); removed == 0 {
+			return nil
+		}
+		return l.raiseHorizon(tx, job, rows[len(rows)-1].Slot.UTC(), res.RowsAffected)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("prune the history of %s before %s: %w", job, before.Format(time.RFC3339), err)
