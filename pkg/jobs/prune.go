@@ -80,10 +80,9 @@ func prunedErr(job string, slot, horizon time.Time) error {
 // before job's horizon. tx must already have read (and, where the dialect
 // locks, locked) the slot's row.
 func checkHorizon(tx *gorm.DB, job string, slot time.Time) error {
-	var h JobHorizon
-	found, err := takeOne(tx.Where("job = ?", job), &h)
+	h, found, err := Horizon(tx.Statement.Context, tx, job)
 	if err != nil {
-		return fmt.Errorf("read the history horizon: %w", err)
+		return err
 	}
 	if found && !slot.After(h.PrunedThrough) {
 		return prunedErr(job, slot, h.PrunedThrough)
